@@ -1,0 +1,21 @@
+"""AU data set loaders: DISFA, BP4D, a generic labelled folder, the FRL London set, synthetic stores.
+
+Every loader returns an :class:`AUFrames` (one table, one row per coded frame, documented columns in
+:mod:`experiments.datasets.base`); ``load_dataset(name, root, **options)`` picks one by name.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    DATASETS,
+    LANDMARK_COLUMNS,
+    META_COLUMNS,
+    AUFrames,
+    au_name,
+    load_dataset,
+    load_splits,
+)
+from . import bp4d as _bp4d  # noqa: F401,E402  (registers 'bp4d')
+from . import disfa as _disfa  # noqa: F401,E402  (registers 'disfa')
+
+__all__ = ["AUFrames", "DATASETS", "load_dataset", "load_splits", "au_name", "LANDMARK_COLUMNS", "META_COLUMNS"]
