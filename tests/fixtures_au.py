@@ -137,7 +137,8 @@ def make_disfa_tree(
         (``images_dir``/SN001/0.png, 0-based) or 'both'.
     lm_naming: 'subject' (SN001_{frame-1:04d}_lm.mat) or 'l0' (l0{frame:04d}_lm.mat, 1-based).
     missing_landmark: a 1-based frame whose .mat file is left out (None: none); the expected table
-        gives it the previous frame's points, as a loader copies the nearest neighbour.
+        gives it the previous frame's points (the next one's for frame 1), as a loader copies the
+        nearest neighbour.
 
     Returns {'root', 'table' (expected rows: subject, sequence='', frame (1-based), AUxx_int for the 12
     coded AUs, AUxx = int_ >= 2, lm_x_*/lm_y_* in the 68 scheme with NaN at 60 and 64), 'intensity'
@@ -187,7 +188,7 @@ def make_disfa_tree(
             for i in range(n_frames):
                 cv2.imwrite(str(idir / f"{i}.png"), cv2.cvtColor(_frame(face, i), cv2.COLOR_RGB2BGR))
         for i, f in enumerate(frames):
-            src = i - 1 if f == missing_landmark else i
+            src = (i - 1 if i > 0 else i + 1) if f == missing_landmark else i  # nearest, earlier on a tie
             lm68 = np.full((68, 2), np.nan)
             lm68[DISFA66] = pts66[src]
             row = _expected_row(subj, "", f, lm68)

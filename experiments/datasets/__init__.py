@@ -17,5 +17,18 @@ from .base import (
 )
 from . import bp4d as _bp4d  # noqa: F401,E402  (registers 'bp4d')
 from . import disfa as _disfa  # noqa: F401,E402  (registers 'disfa')
+from . import folder as _folder  # noqa: F401,E402  (registers 'folder', 'london')
+from . import synthetic as _synthetic  # noqa: F401,E402  (registers 'synthetic')
+from .interop import export_me_graphau_lists, read_me_graphau_lists  # noqa: E402
 
-__all__ = ["AUFrames", "DATASETS", "load_dataset", "load_splits", "au_name", "LANDMARK_COLUMNS", "META_COLUMNS"]
+__all__ = [
+    "AUFrames",
+    "DATASETS",
+    "load_dataset",
+    "load_splits",
+    "au_name",
+    "export_me_graphau_lists",
+    "read_me_graphau_lists",
+    "LANDMARK_COLUMNS",
+    "META_COLUMNS",
+]

@@ -1,0 +1,93 @@
+"""A synthetic data set written by stage 3 as one HDF5 file.
+
+Expected contents (stage 3's store is not fixed yet; this is the minimal agreed shape)::
+
+    images      (N, H, W, 3) uint8 RGB
+    aus         (N, n_aus) float FACS intensities 0..5, attribute au_names = ['AU01', ...]
+    landmarks   (N, 68, 2) float pixels                   (optional)
+    pose        (N, 3) float radians pitch, yaw, roll      (optional -> pose_Rx, pose_Ry, pose_Rz)
+    expression  (N,) str                                  (optional)
+    subject     (N,) str                                  (optional; else the root attribute 'subject')
+    root attributes (seed, generator, source photo...)    -> AUFrames.info
+
+Occurrence columns are ``intensity >= threshold``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fewshot.errors import ConfigError, DatasetFormatError
+
+from .base import DATASETS, AUFrames, au_name, build_table
+
+
+class _H5Images:
+    """row -> images[row.frame], opening the file once per process (picklable for DataLoader workers)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_file": None}
+
+    def __call__(self, row) -> np.ndarray:
+        if self._file is None:
+            import h5py
+
+            self._file = h5py.File(self.path, "r")
+        return np.asarray(self._file["images"][int(row["frame"])], np.uint8)
+
+
+def _strings(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).reshape(-1)]
+
+
+@DATASETS.register("synthetic", "An HDF5 synthetic set from stage 3 (images, AU intensities, landmarks, pose)")
+def load_synthetic(root, threshold: float = 1.0) -> AUFrames:
+    """Load a stage-3 HDF5 store (``root`` = the .h5 file). ``frame`` is the row index into ``images``."""
+    import h5py
+
+    p = Path(root).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such HDF5 file; pass the synthetic store written by stage 3")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        raise DatasetFormatError(f"{p}: not an HDF5 file ({e})") from None
+    with f:
+        for key in ("images", "aus"):
+            if key not in f:
+                raise DatasetFormatError(f"{p}: no '{key}' dataset (has: {', '.join(f.keys())})")
+        images, aus = f["images"], np.asarray(f["aus"], np.float32)
+        n = images.shape[0]
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise DatasetFormatError(f"{p}: 'images' is {images.dtype} {images.shape}, expected uint8 (N, H, W, 3)")
+        if aus.ndim != 2 or aus.shape[0] != n:
+            raise DatasetFormatError(f"{p}: 'aus' has shape {aus.shape}, expected ({n}, n_aus)")
+        if "au_names" not in f["aus"].attrs:
+            raise DatasetFormatError(f"{p}: 'aus' has no attribute au_names")
+        names = [au_name(a) for a in _strings(f["aus"].attrs["au_names"])]
+        if len(names) != aus.shape[1]:
+            raise DatasetFormatError(f"{p}: {len(names)} au_names for {aus.shape[1]} 'aus' columns")
+        lm = np.asarray(f["landmarks"], np.float32) if "landmarks" in f else None
+        if lm is not None and lm.shape != (n, 68, 2):
+            raise DatasetFormatError(f"{p}: 'landmarks' has shape {lm.shape}, expected ({n}, 68, 2)")
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
+        subject = _strings(f["subject"]) if "subject" in f else [str(attrs.get("subject", "synthetic"))] * n
+        extra = pd.DataFrame(index=range(n))
+        if "expression" in f:
+            extra["expression"] = _strings(f["expression"])
+        if "pose" in f:
+            pose = np.asarray(f["pose"], np.float32).reshape(n, 3)
+            extra["pose_Rx"], extra["pose_Ry"], extra["pose_Rz"] = pose[:, 0], pose[:, 1], pose[:, 2]
+    meta = pd.DataFrame({"subject": subject, "frame": np.arange(n)})
+    occ = {a: np.where(np.isnan(aus[:, j]), -1, aus[:, j] >= threshold) for j, a in enumerate(names)}
+    inten = {a: aus[:, j] for j, a in enumerate(names)}
+    table = build_table(meta, occ, inten, lm, extra)
+    info = {"threshold": threshold, **attrs}
+    return AUFrames("synthetic", table, names, names, p.parent, info, image_reader=_H5Images(p))
