@@ -178,7 +178,7 @@ class _VideoCache:
         self.caps.clear()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq by identity: comparing DataFrames elementwise is never meant
 class AUFrames:
     """A data set's coded frames as one table (see the module docstring for its columns).
 

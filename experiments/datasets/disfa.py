@@ -143,7 +143,7 @@ def load_disfa(
     frames: 'auto' (extracted images where a subject has them, else the video), 'images', 'video',
         'none' (no pixels). camera: 'left' or 'right' video. images_dir: folder of ``SN001/0.png``
         frames, relative to root (default: first of img/, images/, frames/, root itself).
-    landmarks: read the per-frame .mat files (about 1 ms each). l0_frame_base: the number of the first
+    landmarks: read the per-frame .mat files (~0.1 ms each). l0_frame_base: the number of the first
         frame in 'l0NNNN_lm.mat' names (1 by the documented convention).
     subjects: load only these subjects.
     """
