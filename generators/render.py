@@ -1,0 +1,300 @@
+"""Stage 3: render a grid of targets from one person's photo.
+
+    from generators import fit_profile, design_grid, generate
+    profile = fit_profile("photo.jpg")
+    grid = design_grid(profile, n=200, strategy="balanced", seed=0)
+    batch = generate(profile, grid, size=256)          # GeneratedBatch
+    batch.images                                       # (N, 256, 256, 3) uint8 RGB aligned crops
+
+A generator turns a person profile (``.image`` uint8 RGB, ``.landmarks`` (68, 2) px, ``.pose`` HeadPose,
+optional ``.shape3d`` (68, 3) mm) and grid rows (columns ``tx_0..tx_67, ty_0..ty_67`` target landmarks
+in the source image's pixels, ``yaw, pitch, roll`` degrees, ``AU01..AU45`` and ``sem_AU06`` ... FACS
+0..5, ``seed``) into aligned crops. Generators are registered by name in :data:`GENERATORS`.
+
+The crop is the similarity transform that puts the target's stable landmarks (eye corners, nose,
+upper jaw) on the frontal template of :mod:`generators.warp` (jaw spans 0.6 of the crop); the returned
+landmarks are in crop pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from fewshot.errors import ConfigError
+from fewshot.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE, apply_affine, interocular
+from fewshot.pose import estimate_pose
+from fewshot.registry import Registry
+
+from . import warp as W
+from .appearance import CANONICAL, AppearanceModel, load_appearance
+from .mouth import FaceColours, eye_openings, mouth_opening, paint_closed_lid, paint_mouth, sample_colours
+
+TARGET_COLUMNS = [f"tx_{i}" for i in range(68)] + [f"ty_{i}" for i in range(68)]
+AU_COLUMN = re.compile(r"^AU\d\d$")
+SEM_COLUMN = re.compile(r"^sem_(AU\d\d)$")
+
+
+@dataclass
+class GeneratedBatch:
+    """Rendered samples, one per grid row.
+
+    images: (N, S, S, 3) uint8 RGB aligned crops.
+    landmarks: (N, 68, 2) float32, the rendered landmarks in crop pixels.
+    crop_transforms: (N, 2, 3) float32 similarity from source-image pixels to crop pixels.
+    records: per row, what was rendered and how (see :func:`render_record`), JSON-serialisable.
+    frames: (N, H, W, 3) uint8 RGB full frames (source image frame) when asked for, else None.
+    """
+
+    images: np.ndarray
+    landmarks: np.ndarray
+    crop_transforms: np.ndarray
+    records: list[dict]
+    frames: np.ndarray | None = None
+    generator: str = "warp"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class Generator:
+    """Interface: ``render(profile, rows, size, full_frame) -> GeneratedBatch``."""
+
+    name = "?"
+
+    def render(self, profile: Any, rows: pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
+        raise NotImplementedError
+
+
+GENERATORS: Registry[Generator] = Registry("generator")
+
+
+@dataclass
+class Targets:
+    """Grid rows parsed into arrays."""
+
+    landmarks: np.ndarray  # (N, 68, 2) px, source image frame
+    pose: np.ndarray  # (N, 3) yaw, pitch, roll degrees
+    aus: dict[str, np.ndarray]  # AU -> (N,) 0..5 (landmark-driven)
+    semantic: dict[str, np.ndarray]  # AU -> (N,) 0..5 (appearance)
+    seeds: np.ndarray  # (N,) int
+
+    def __len__(self) -> int:
+        return len(self.landmarks)
+
+    def row(self, i: int) -> tuple[dict[str, float], dict[str, float]]:
+        return ({k: float(v[i]) for k, v in self.aus.items() if v[i] > 0}, {k: float(v[i]) for k, v in self.semantic.items() if v[i] > 0})
+
+
+def parse_rows(rows: pd.DataFrame) -> Targets:
+    """Check and unpack the grid columns a generator needs (ConfigError naming what is missing)."""
+    missing = [c for c in TARGET_COLUMNS + ["yaw", "pitch", "roll"] if c not in rows.columns]
+    if missing:
+        raise ConfigError(f"grid lacks column(s) {', '.join(missing[:4])}{'...' if len(missing) > 4 else ''}; make it with 'fewshot grid' (generators.design_grid)")
+    n = len(rows)
+    lm = np.stack([rows[[f"tx_{i}" for i in range(68)]].to_numpy(float), rows[[f"ty_{i}" for i in range(68)]].to_numpy(float)], -1)
+    if not np.isfinite(lm).all():
+        raise ConfigError("grid has non-finite target landmarks (tx_*/ty_*); regenerate the grid")
+    aus = {c: rows[c].to_numpy(float) for c in rows.columns if AU_COLUMN.match(c)}
+    sem = {m.group(1): rows[c].to_numpy(float) for c in rows.columns if (m := SEM_COLUMN.match(c))}
+    seeds = rows["seed"].to_numpy(np.int64) if "seed" in rows.columns else np.arange(n)
+    return Targets(lm, rows[["yaw", "pitch", "roll"]].to_numpy(float), aus, sem, seeds)
+
+
+@dataclass
+class PreparedSource:
+    """A profile's image downscaled for a crop size, with its mesh points and colours."""
+
+    image: np.ndarray  # uint8 RGB, downscaled by `scale`
+    scale: float  # source-image px -> `image` px
+    points: np.ndarray  # (N_FACE, 2) mesh points in `image` px
+    rotation: np.ndarray  # (3, 3)
+    shape3d: np.ndarray | None
+    colours: FaceColours
+    eye_open: tuple[float, float]
+    mouth_open: float
+    full_size: tuple[int, int]  # (h, w) of the original image
+
+
+def prepare_source(profile: Any, size: int) -> PreparedSource:
+    image = np.asarray(profile.image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ConfigError(f"profile.image must be uint8 (H, W, 3) RGB, got {image.dtype} {image.shape}")
+    lm = np.asarray(profile.landmarks, float)
+    pose = getattr(profile, "pose", None) or estimate_pose(lm, (image.shape[1], image.shape[0]))
+    R = pose.matrix
+    small, f = W.prescale(image, W.transform_scale(W.crop_transform(lm, size)))
+    pts = W.face_points(lm, R) * f
+    return PreparedSource(
+        image=small,
+        scale=f,
+        points=pts,
+        rotation=R,
+        shape3d=getattr(profile, "shape3d", None),
+        colours=sample_colours(small, lm * f),
+        eye_open=eye_openings(lm),
+        mouth_open=mouth_opening(lm),
+        full_size=image.shape[:2],
+    )
+
+
+def _similarity_2pt(d0, d1, s0, s1) -> np.ndarray:
+    """Affine row [a, b, c, d, e, f] of the similarity sending d0, d1 onto s0, s1."""
+    dz, sz = complex(*(d1 - d0)), complex(*(s1 - s0))
+    a = sz / dz if abs(dz) > 1e-6 else 1.0
+    b = complex(*s0) - a * complex(*d0)
+    return np.array([a.real, -a.imag, b.real, a.imag, a.real, b.imag])
+
+
+_INTERIOR_ANCHORS = {1: (36, 39), 2: (42, 45), 3: (60, 64)}
+
+
+def render_record(aus: dict, sem: dict, appearance: AppearanceModel, mouth_alpha: float, lid_alpha: tuple[float, float], seed: int, generator: str) -> dict:
+    """What one sample shows: landmark-driven AUs, semantic appearance AUs and how each was made."""
+    from .appearance import PROCEDURAL, N_VARIANTS
+
+    return {
+        "generator": generator,
+        "seed": int(seed),
+        "landmarks_aus": {k: round(v, 3) for k, v in sorted(aus.items())},
+        "semantic_aus": {k: {"intensity": round(v, 3), "how": appearance.how(k)} for k, v in sorted(sem.items()) if k in PROCEDURAL},
+        "semantic_ignored": sorted(k for k in sem if k not in PROCEDURAL),
+        "texture_variant": int(seed) % N_VARIANTS,
+        "mouth_interior": round(float(mouth_alpha), 3),
+        "eyelids_painted": [round(float(a), 3) for a in lid_alpha],
+    }
+
+
+class WarpRenderer:
+    """The 'warp' generator's per-sample renderer for one prepared source (see module doc)."""
+
+    def __init__(self, src: PreparedSource, appearance: AppearanceModel, name: str = "warp") -> None:
+        self.src = src
+        self.appearance = appearance
+        self.mesh = W.mesh()
+        self.name = name
+        tri = self.mesh.triangles
+        self._canon = W.template_points(CANONICAL)
+        self._interior = {k: np.where(self.mesh.kind == k)[0] for k in _INTERIOR_ANCHORS}
+        self._has_border = (tri >= W.N_FACE).any(1)
+
+    def render(self, target_lm: np.ndarray, pose_deg: np.ndarray, aus: dict, sem: dict, seed: int,
+               M: np.ndarray, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, dict]:
+        """One sample: target landmarks (68, 2) source-image px, pose (yaw, pitch, roll) deg, AU dicts;
+        M maps source-image px to the output's px; out_shape (h, w). Returns (image, landmarks in
+        output px, record)."""
+        src, tri = self.src, self.mesh.triangles
+        R = W.rotation_of(*pose_deg)
+        face = apply_affine(M, W.face_points(target_lm, R))
+        iod = float(interocular(face[:68]))
+        for i, d in self.appearance.displacements(sem, iod):
+            face[i] += d
+        Minv = W.invert_affine(M)
+        border = W.border_points(out_shape)
+        dst = np.concatenate([face, border])
+        srcp = np.concatenate([src.points, apply_affine(Minv, border) * src.scale])
+
+        depth = np.concatenate([W.face_depths(R, src.shape3d), np.full(W.N_BORDER, 1e6)])
+        tdepth = depth[tri].mean(1)
+        back = W._signed_area(dst[tri]) <= 0
+        order = np.lexsort((-tdepth, ~back))  # back-facing first, then far to near
+
+        A = W.triangle_affines(dst, srcp, tri)
+        for kind, (a, b) in _INTERIOR_ANCHORS.items():
+            A[self._interior[kind]] = _similarity_2pt(dst[a], dst[b], srcp[a], srcp[b])
+        ids = W.rasterise(dst, tri, order, out_shape)
+        mx, my = W.dense_map(ids, A)
+        img = cv2.remap(src.image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+        gain = self.appearance.gain(sem, seed) if sem else None
+        if gain is not None:
+            A2 = W.triangle_affines(dst, np.concatenate([self._canon[: W.N_FACE], W.border_points(CANONICAL)]), tri)
+            gx, gy = W.dense_map(ids, A2)
+            g = cv2.remap(gain, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            img = np.clip(img * np.exp(g)[..., None], 0, 255).astype(np.uint8)
+
+        lm = dst[:68]
+        mouth_alpha = float(np.clip((mouth_opening(lm) - src.mouth_open - 0.02) / 0.06, 0, 1))
+        paint_mouth(img, lm, src.colours, mouth_alpha, seed)
+        lid_alpha = []
+        for k, (eye, brow) in enumerate(((RIGHT_EYE, RIGHT_BROW), (LEFT_EYE, LEFT_BROW))):
+            r = eye_openings(lm)[k] / max(src.eye_open[k], 1e-3)
+            a = float(np.clip((0.3 - r) / 0.2, 0, 1))  # a squint (AU6/7) keeps its eye; only near-closure is painted
+            paint_closed_lid(img, lm, eye, brow, src.colours, a)
+            lid_alpha.append(a)
+        return img, lm.astype(np.float32), render_record(aus, sem, self.appearance, mouth_alpha, tuple(lid_alpha), seed, self.name)
+
+
+@GENERATORS.register("warp", "depth-aware piecewise-affine warp + mouth/eyelid painting + semantic AU appearance (CPU, default)")
+class WarpGenerator(Generator):
+    name = "warp"
+
+    def __init__(self, appearance: AppearanceModel | str | None = None, full_frame_max_side: int = 1024) -> None:
+        self.appearance = appearance if isinstance(appearance, AppearanceModel) else load_appearance(appearance)
+        self.full_frame_max_side = full_frame_max_side
+        self._cache: dict[tuple[int, int], WarpRenderer] = {}
+
+    def renderer(self, profile: Any, size: int) -> WarpRenderer:
+        key = (id(profile), size)
+        if key not in self._cache:
+            self._cache = {key: WarpRenderer(prepare_source(profile, size), self.appearance, self.name)}
+        return self._cache[key]
+
+    def render(self, profile: Any, rows: pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
+        t = parse_rows(rows)
+        r = self.renderer(profile, size)
+        n = len(t)
+        images = np.empty((n, size, size, 3), np.uint8)
+        lms = np.empty((n, 68, 2), np.float32)
+        Ms = np.empty((n, 2, 3), np.float32)
+        records = []
+        frames = None
+        if full_frame:
+            h, w = r.src.full_size
+            f = min(1.0, self.full_frame_max_side / max(h, w))
+            fh, fw = int(round(h * f)), int(round(w * f))
+            frames = np.empty((n, fh, fw, 3), np.uint8)
+            rf = WarpRenderer(_rescaled(profile, f), self.appearance, self.name)
+        for i in range(n):
+            aus, sem = t.row(i)
+            M = W.crop_transform(t.landmarks[i], size)
+            images[i], lms[i], rec = r.render(t.landmarks[i], t.pose[i], aus, sem, int(t.seeds[i]), M, (size, size))
+            Ms[i] = M
+            records.append(rec)
+            if frames is not None:
+                Mf = np.array([[f, 0, 0], [0, f, 0]], float)
+                frames[i] = rf.render(t.landmarks[i], t.pose[i], aus, sem, int(t.seeds[i]), Mf, (fh, fw))[0]
+        return GeneratedBatch(images, lms, Ms, records, frames, self.name)
+
+
+def _rescaled(profile: Any, f: float) -> PreparedSource:
+    image = np.asarray(profile.image)
+    lm = np.asarray(profile.landmarks, float)
+    pose = getattr(profile, "pose", None) or estimate_pose(lm, (image.shape[1], image.shape[0]))
+    small = cv2.resize(image, (int(round(image.shape[1] * f)), int(round(image.shape[0] * f))), interpolation=cv2.INTER_AREA) if f < 1 else image
+    f = small.shape[1] / image.shape[1]
+    return PreparedSource(small, f, W.face_points(lm, pose.matrix) * f, pose.matrix, getattr(profile, "shape3d", None),
+                          sample_colours(small, lm * f), eye_openings(lm), mouth_opening(lm), image.shape[:2])
+
+
+def generate(profile: Any, grid_rows: pd.DataFrame, size: int = 256, full_frame: bool = False,
+             generator: str | Generator = "warp", **options) -> GeneratedBatch:
+    """Render every row of a grid for a person (see the module doc for inputs and outputs).
+
+    generator: a name in :data:`GENERATORS` ('warp', 'warp+refiner') or an instance; ``options``
+    go to its constructor (e.g. ``appearance='smile_au06.npz'``, ``refiner='refiner.pt'``).
+    """
+    if size < 32:
+        raise ConfigError(f"size must be at least 32 px, not {size}")
+    gen = generator if isinstance(generator, Generator) else GENERATORS.create(generator, **options)
+    return gen.render(profile, grid_rows, size=size, full_frame=full_frame)
+
+
+def records_json(records: list[dict]) -> list[str]:
+    return [json.dumps(r, sort_keys=True) for r in records]
