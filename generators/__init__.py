@@ -1,0 +1,24 @@
+"""Stage 2 (and the generators of stage 3): AU motion model, person profile, grid design.
+
+    from generators import fit_profile, design_grid, grid_balance
+    profile = fit_profile("photo.jpg")                      # PersonProfile
+    grid = design_grid(profile, n=500, strategy="balanced")  # pandas, one row per sample
+    grid_balance(grid)                                       # per-AU / per-intensity / per-pose-bin counts
+
+Importing this package loads numpy, pandas and OpenCV only (no torch).
+"""
+
+from __future__ import annotations
+
+from .aus import AU_CODES, AU_VOCABULARY, ActionUnit, au_code, intensity_level, letter_to_intensity, parse_au_spec
+from .grid import DEFAULT_AUS, DEFAULT_POSE_BINS, EXPRESSIONS, GRID_STRATEGIES, contact_sheet, design_grid, grid_balance
+from .motion import MotionModel, constrain_shapes, default_motion_model, fit_motion, load_motion_model
+from .profile import PersonProfile, fit_profile
+from .semantic import SEMANTIC_AUS, semantic_masks
+
+__all__ = [
+    "AU_CODES", "AU_VOCABULARY", "ActionUnit", "au_code", "intensity_level", "letter_to_intensity", "parse_au_spec",
+    "DEFAULT_AUS", "DEFAULT_POSE_BINS", "EXPRESSIONS", "GRID_STRATEGIES", "contact_sheet", "design_grid", "grid_balance",
+    "MotionModel", "constrain_shapes", "default_motion_model", "fit_motion", "load_motion_model",
+    "PersonProfile", "fit_profile", "SEMANTIC_AUS", "semantic_masks",
+]

@@ -15,7 +15,8 @@ and intensity labels (DISFA, BP4D) by regularised least squares towards those de
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -258,8 +259,9 @@ def fit_motion(
         examples of an AU its field stays near the FACS default; x,y come from the data, z (depth is not
         observed in 2D) from the prior.
 
-    Per point and axis: minimise ``||L W - D||^2 + ridge ||W - W0||^2`` with L the (T, n_aus) intensity
-    levels and D the displacements in inter-ocular units (see :func:`motion_samples`).
+    Per point and axis: minimise ``||L W + b_s - D||^2 + ridge ||W - W0||^2`` with L the (T, n_aus)
+    intensity levels, D the displacements in inter-ocular units (see :func:`motion_samples`) and b_s a
+    free per-subject offset (the error of that subject's neutral estimate).
     """
     prior = prior or default_motion_model()
     cols = [prior.index(a) for a in aus]
@@ -272,8 +274,13 @@ def fit_motion(
     if not D_all:
         raise ConfigError("no subjects to fit the motion model on")
     D = np.concatenate(D_all).reshape(-1, N_POINTS * 2)  # (T, 136)
-    L = np.concatenate(L_all)  # (T, k)
-    W0 = prior.fields[cols][:, :, :2].reshape(len(cols), -1)  # (k, 136)
+    # A per-subject intercept absorbs the error of each subject's neutral estimate, so the fields
+    # are fitted on differences between frames rather than on the neutral's own noise.
+    n_s = len(D_all)
+    subj = np.repeat(np.arange(n_s), [len(d) for d in D_all])
+    L = np.concatenate([np.concatenate(L_all), np.eye(n_s)[subj]], axis=1)  # (T, k + n_subjects)
+    W0 = np.concatenate([prior.fields[cols][:, :, :2].reshape(len(cols), -1), np.zeros((n_s, N_POINTS * 2))])
+    reg = np.r_[np.full(len(cols), ridge), np.full(n_s, 1e-6)]
     fields = prior.fields.copy()
     valid = ~np.isnan(D)
     W = W0.copy()
@@ -285,10 +292,10 @@ def fit_motion(
         if rows.sum() == 0:
             continue
         Lr = L[rows]
-        A = Lr.T @ Lr + ridge * np.eye(len(cols))
-        B = Lr.T @ D[np.ix_(rows, dims)] + ridge * W0[:, dims]
+        A = Lr.T @ Lr + np.diag(reg)
+        B = Lr.T @ D[np.ix_(rows, dims)] + reg[:, None] * W0[:, dims]
         W[:, dims] = np.linalg.solve(A, B)
-    fields[cols, :, :2] = W.reshape(len(cols), N_POINTS, 2)
+    fields[cols, :, :2] = W[: len(cols)].reshape(len(cols), N_POINTS, 2)
     on = np.concatenate([np.asarray(i, float) for _, _, i in subjects]) > 0
     return MotionModel(prior.aus, fields, source, _cooccurrence_full(on, cols, len(prior.aus)),
                        {"n_frames": len(D), "n_subjects": len(subjects), "labelled_aus": np.array(aus)})
@@ -300,3 +307,69 @@ def _cooccurrence_full(on: np.ndarray, cols: list[int], n: int) -> np.ndarray:
     j = on.astype(float).T @ on.astype(float) / max(len(on), 1)
     m[np.ix_(cols, cols)] = j
     return m
+
+
+# -- from a data set's frame table (experiments.datasets) ---------------------------------------------
+
+OCCURRENCE_AS_INTENSITY = 3.0  # an AU coded present without an intensity counts as C (marked)
+
+
+def label_intensities(table, aus: list[str]) -> np.ndarray:
+    """(N, len(aus)) FACS intensities from a frame table: the ``AUxx_int`` column where it is known,
+    else occurrence ``AUxx`` (1 -> C, 0 -> 0); NaN where neither is known."""
+    out = np.full((len(table), len(aus)), np.nan)
+    for k, a in enumerate(aus):
+        if f"{a}_int" in table:
+            out[:, k] = table[f"{a}_int"].to_numpy(float)
+        if a in table:
+            occ = table[a].to_numpy(float)
+            fill = np.isnan(out[:, k]) & (occ >= 0)
+            out[fill, k] = np.where(occ[fill] > 0, OCCURRENCE_AS_INTENSITY, 0.0)
+    return out
+
+
+def fit_motion_table(table, prior: MotionModel | None = None, ridge: float = 1.0, source: str = "fitted",
+                     max_frames_per_subject: int | None = None, seed: int = 0) -> MotionModel:
+    """Fit a :class:`MotionModel` from a frame table in the :mod:`experiments.datasets` layout
+    (``subject``, ``AUxx`` / ``AUxx_int`` labels, ``lm_x_*``, ``lm_y_*``).
+
+    Each subject's neutral face is the median of its frames with every labelled AU at 0 (if it has
+    none: its 10% least active frames); frames with an unknown label or missing landmarks are dropped.
+    """
+    from fewshot.landmarks import N_POINTS as NP
+
+    prior = prior or default_motion_model()
+    aus = [a for a in prior.aus if (a in table or f"{a}_int" in table)]
+    inten_all = label_intensities(table, aus)
+    keep_aus = ~np.all(np.isnan(inten_all), axis=0)
+    aus = [a for a, k in zip(aus, keep_aus) if k]
+    if not aus:
+        raise ConfigError("the data set table holds no labels for any AU of the vocabulary")
+    inten_all = inten_all[:, keep_aus]
+    lx = table[[f"lm_x_{i}" for i in range(NP)]].to_numpy(float)
+    ly = table[[f"lm_y_{i}" for i in range(NP)]].to_numpy(float)
+    lm_all = np.stack([lx, ly], -1)
+    rng = np.random.default_rng(seed)
+    subjects = []
+    for subj in sorted(table["subject"].unique()):
+        rows = np.flatnonzero(table["subject"].to_numpy() == subj)
+        inten, lm = inten_all[rows], lm_all[rows]
+        # BP4D has no jaw line: a frame needs most (not all) of the stable points
+        known = ~np.isnan(inten).any(axis=1) & ((~np.isnan(lm[:, STABLE]).any(axis=2)).sum(axis=1) >= 8)
+        inten, lm = inten[known], lm[known]
+        if len(lm) == 0:
+            continue
+        activity = inten.sum(axis=1)
+        rest = activity == 0
+        if not rest.any():
+            rest = activity <= np.quantile(activity, 0.1)
+        with warnings.catch_warnings():  # points the data set's scheme lacks are all-NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            neutral = np.nanmedian(lm[rest], axis=0)
+        if max_frames_per_subject and len(lm) > max_frames_per_subject:
+            pick = np.sort(rng.choice(len(lm), max_frames_per_subject, replace=False))
+            lm, inten = lm[pick], inten[pick]
+        subjects.append((neutral, lm, inten))
+    if not subjects:
+        raise ConfigError("no frame of the data set has both complete labels and landmarks")
+    return fit_motion(subjects, aus, prior, ridge, source)

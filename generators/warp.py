@@ -39,8 +39,8 @@ EXTRA_3D = np.array(
         # head outline: temples, ears, jaw corners, under the chin (outside the landmark hull). Their
         # depth is the jaw's, not the ears' true depth: deeper points would swing inside the face
         # contour on the far side at 30 degrees of yaw and fold the mesh.
-        [-88, -70, 72], [88, -70, 72], [-96, -20, 78], [96, -20, 78],
-        [-92, 35, 76], [92, 35, 76], [-68, 92, 70], [68, 92, 70], [0, 122, 50],
+        [-96, -70, 72], [96, -70, 72], [-116, -20, 78], [116, -20, 78],
+        [-108, 35, 76], [108, 35, 76], [-68, 92, 70], [68, 92, 70], [0, 122, 50],
         [-84, -130, 75], [0, -150, 60], [84, -130, 75],
     ],
     dtype=np.float64,
