@@ -148,6 +148,41 @@ def default_cooccurrence(aus: Sequence[str], background: float = 0.08) -> np.nda
     return joint
 
 
+def chow_liu_tree(joint: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """Maximum-mutual-information spanning tree of binary AUs from their joint on-probabilities.
+
+    Returns (sampling order, parent of each AU; -1 for the root): the tree keeps every marginal and
+    the strongest pairwise dependencies exactly (Chow & Liu, 1968)."""
+    eps = 1e-9
+    k = len(joint)
+    p = np.diag(joint)
+    # 2x2 tables of every pair: P(1,1), P(1,0), P(0,1), P(0,0)
+    t11 = joint
+    t10 = p[:, None] - joint
+    t01 = p[None, :] - joint
+    t00 = 1 - p[:, None] - p[None, :] + joint
+    pi = [p[:, None], p[:, None], 1 - p[:, None], 1 - p[:, None]]
+    pj = [p[None, :], 1 - p[None, :], p[None, :], 1 - p[None, :]]
+    mi = sum(np.clip(t, eps, 1) * np.log(np.clip(t, eps, 1) / np.clip(a * b, eps, 1))
+             for t, a, b in zip((t11, t10, t01, t00), pi, pj))
+    np.fill_diagonal(mi, -np.inf)
+    parent = np.full(k, -1)
+    order = [int(np.argmax(p * (1 - p)))]  # the most uncertain AU as root
+    best = mi[order[0]].copy()
+    best_from = np.full(k, order[0])
+    in_tree = np.zeros(k, bool)
+    in_tree[order[0]] = True
+    while len(order) < k:  # Prim's algorithm over at most 20 AUs
+        cand = np.where(in_tree, -np.inf, best)
+        j = int(np.argmax(cand))
+        parent[j] = best_from[j]
+        order.append(j)
+        in_tree[j] = True
+        upd = mi[j] > best
+        best[upd], best_from[upd] = mi[j][upd], j
+    return order, parent
+
+
 @GRID_STRATEGIES.register("cooccurrence", "AUs drawn to follow a co-occurrence matrix (learned from labels, or EMFACS defaults)")
 def _cooccurrence(n: int, aus: Sequence[str], n_bins: int, rng: np.random.Generator, cooccurrence: np.ndarray | None = None,
                   intensities: Sequence[float] = (1, 2, 3, 4, 5), **_) -> tuple[np.ndarray, np.ndarray]:
@@ -155,18 +190,18 @@ def _cooccurrence(n: int, aus: Sequence[str], n_bins: int, rng: np.random.Genera
     J = default_cooccurrence(aus) if cooccurrence is None else np.asarray(cooccurrence, float)
     if J.shape != (k, k) or np.isnan(J).any():
         raise ConfigError(f"co-occurrence matrix must be {k}x{k} over {', '.join(aus)} without gaps (got {J.shape})")
-    eps = 1e-3
-    p = np.clip(np.diag(J), eps, 1 - eps)
-    cond_on = np.clip(J / p[:, None], eps, 1 - eps)  # P(j | i on)
-    cond_off = np.clip((p[None, :] - J) / (1 - p[:, None]), eps, 1 - eps)  # P(j | i off)
-    logit = lambda q: np.log(q / (1 - q))  # noqa: E731
-    # Sequential sampling; each earlier AU shifts the log-odds of the next by its pairwise evidence.
+    p = np.clip(np.diag(J), 0.0, 1.0)
+    order, parent = chow_liu_tree(J)
     on = np.zeros((n, k), bool)
-    for j in range(k):
-        lo = np.full(n, logit(p[j]))
-        for i in range(j):
-            lo += np.where(on[:, i], logit(cond_on[i, j]), logit(cond_off[i, j])) - logit(p[j])
-        on[:, j] = rng.random(n) < 1 / (1 + np.exp(-np.clip(lo, -8, 8)))
+    for j in order:  # each AU drawn given its tree parent: marginals and tree-edge pairs follow J exactly
+        i = parent[j]
+        if i < 0:
+            prob = np.full(n, p[j])
+        else:
+            p_on = J[i, j] / p[i] if p[i] > 0 else p[j]
+            p_off = (p[j] - J[i, j]) / (1 - p[i]) if p[i] < 1 else p[j]
+            prob = np.where(on[:, i], p_on, p_off)
+        on[:, j] = rng.random(n) < np.clip(prob, 0, 1)
     levels = np.asarray(intensities, float)
     inten = np.where(on, levels[rng.integers(len(levels), size=(n, k))], 0.0)
     return _balanced_bins(n, n_bins, rng), _drop_exclusive(inten, list(aus), rng)

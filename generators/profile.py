@@ -132,9 +132,11 @@ def fit_profile(
     embed: bool = False,
     motion: MotionModel | None = None,
     focal: float | None = None,
+    image: np.ndarray | None = None,
 ) -> PersonProfile:
     """Fit a :class:`PersonProfile` from a photo path, a uint8 RGB array, an ``AnalysisResult`` or a
-    list of ``Face`` objects (with ``image`` taken from the reference frame).
+    list of ``Face`` objects. ``image``: the uint8 RGB pixels of the reference (most frontal) face's
+    frame, for Faces whose ``source`` is not a readable file (default: read back from the source).
 
     With several faces (a clip or a folder), their de-posed shapes are averaged (after scaling each to
     the mean inter-ocular distance); ``image``, ``landmarks`` and ``pose`` are those of the most frontal
@@ -143,10 +145,9 @@ def fit_profile(
     from fewshot.analysis import AnalysisResult, Analyzer, Face
     from fewshot.io import FrameSource, read_image
 
-    image: np.ndarray | None = None
     name = ""
     if isinstance(source, (str, os.PathLike)):
-        name = str(source)
+        name, image = str(source), None
         src = FrameSource(source)
         if src.kind == "image":
             image = read_image(source)
@@ -195,6 +196,8 @@ def fit_profile(
 def _frame_image(face, read_image, FrameSource) -> np.ndarray:
     """The RGB pixels of the frame a Face came from (photo, folder or video)."""
     p = Path(face.source)
+    if not p.exists():
+        raise ConfigError(f"{face.source or '<no source>'}: cannot read the reference frame back; pass image= to fit_profile")
     src = FrameSource(p)
     if src.kind == "image":
         return read_image(p)

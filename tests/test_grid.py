@@ -1,0 +1,157 @@
+"""Grid design: columns, balance, determinism, strategies, semantic masks, the design CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fewshot.errors import ConfigError
+from fewshot.landmarks import interocular
+from generators import design_grid, fit_profile, grid_balance, semantic_masks
+from generators.grid import SEM_COLUMNS, TX, TY, default_cooccurrence, label_expressions
+
+AUS8 = ["AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26"]
+BINS9 = [(y, p) for y in (-20, 0, 20) for p in (-10, 0, 10)]
+
+
+@pytest.fixture(scope="module")
+def profile(example_image):
+    return fit_profile(example_image)
+
+
+def test_columns_exactly(profile):
+    df = design_grid(profile, n=20, aus=["AU06", "AU12", "AU17"], seed=1)
+    expected = ["sample_id", "seed", "yaw", "pitch", "roll", "pose_bin", "AU06", "AU12", "AU17", "expression"] + TX + TY + SEM_COLUMNS
+    assert list(df.columns) == expected
+    assert SEM_COLUMNS == ["sem_AU06", "sem_AU17", "sem_AU04", "sem_AU09", "sem_AU10"]
+    assert (df.sem_AU04 == 0).all() and df[SEM_COLUMNS].max().max() <= 1
+    on17 = df.AU17 > 0
+    assert (df.sem_AU17[on17] > 0).all() and (df.sem_AU17[~on17] == 0).all()
+
+
+def test_balanced_500_over_8_aus_and_9_bins(profile):
+    df = design_grid(profile, n=500, strategy="balanced", aus=AUS8, pose_bins=BINS9, seed=7)
+    assert len(df) == 500 and df.sample_id.is_unique
+    share = (df[AUS8] > 0).mean()
+    assert share.between(0.4, 0.6).all(), share
+    counts = df.pose_bin.value_counts()
+    assert len(counts) == 9 and (abs(counts / 500 - 1 / 9) <= 0.1 / 9).all(), counts
+    # every intensity A..E used about equally for every AU
+    for a in AUS8:
+        per = np.bincount(df[a].astype(int), minlength=6)[1:]
+        assert per.min() >= per.max() - 2
+    # poses stay inside their bins (jitter +-2 degrees)
+    centre = df.pose_bin.str.extract(r"yaw([+-]\d+)_pitch([+-]\d+)").astype(float).to_numpy()
+    assert np.abs(df[["yaw", "pitch"]].to_numpy() - centre).max() <= 2.0 + 1e-9
+    bal = grid_balance(df)
+    assert set(bal.kind) == {"au", "pose_bin", "expression"}
+    assert bal.set_index("name").loc["AU12", "count"] == (df.AU12 > 0).sum()
+    json.dumps(df.attrs)  # JSON-safe: survives parquet
+    assert df.attrs["balance"][0]["name"] == "AU01"
+
+
+def test_same_seed_same_grid_other_seed_differs(profile):
+    a = design_grid(profile, n=300, aus=AUS8, pose_bins=BINS9, seed=3)
+    b = design_grid(profile, n=300, aus=AUS8, pose_bins=BINS9, seed=3)
+    c = design_grid(profile, n=300, aus=AUS8, pose_bins=BINS9, seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a[AUS8].equals(c[AUS8])
+
+
+def test_targets_are_the_profile_landmarks(profile):
+    df = design_grid(profile, n=5, aus=["AU12", "AU25"], seed=0)
+    r = df.iloc[3]
+    lm = np.column_stack([r[TX].to_numpy(float), r[TY].to_numpy(float)])
+    expect = profile.landmarks_for(r.yaw, r.pitch, r.roll, {"AU12": r.AU12, "AU25": r.AU25})
+    assert np.allclose(lm, expect)
+
+
+def test_factorial_full_and_subsampled(profile):
+    full = design_grid(profile, n=None, strategy="factorial", aus=["AU06", "AU12", "AU25"], pose_bins=BINS9, levels=(0, 2, 4))
+    assert len(full) == 9 * 27
+    assert len(full.drop_duplicates(["pose_bin", "AU06", "AU12", "AU25"])) == 9 * 27
+    sub = design_grid(profile, n=90, strategy="factorial", aus=["AU06", "AU12", "AU25"], pose_bins=BINS9)
+    assert (sub.pose_bin.value_counts() == 10).all()
+    excl = design_grid(profile, n=None, strategy="factorial", aus=["AU26", "AU27"], pose_bins=[(0, 0)])
+    assert not ((excl.AU26 > 0) & (excl.AU27 > 0)).any() and len(excl) == 3
+    with pytest.raises(ConfigError, match="full factorial"):
+        design_grid(profile, n=None, strategy="factorial", aus=list(profile.motion.aus))
+
+
+def test_cooccurrence_follows_the_matrix(profile):
+    aus = ["AU06", "AU12", "AU04"]
+    # AU06 and AU12 always together (share 0.4), AU04 never with either (share 0.3)
+    J = np.array([[0.4, 0.4, 0.0], [0.4, 0.4, 0.0], [0.0, 0.0, 0.3]])
+    df = design_grid(profile, n=3000, strategy="cooccurrence", aus=aus, cooccurrence=J, seed=0)
+    on = df[aus].to_numpy() > 0
+    assert abs(on[:, 0].mean() - 0.4) < 0.05 and abs(on[:, 2].mean() - 0.3) < 0.05
+    assert on[on[:, 0], 1].mean() > 0.95 and on[~on[:, 0], 1].mean() < 0.05
+    assert on[on[:, 0], 2].mean() < 0.05
+    # defaults: EMFACS mixture (happiness makes 6 and 12 co-occur)
+    d = design_grid(profile, n=3000, strategy="cooccurrence", aus=["AU06", "AU12", "AU15"], seed=0)
+    on = d[["AU06", "AU12", "AU15"]].to_numpy() > 0
+    assert on[on[:, 0], 1].mean() > 2 * on[~on[:, 0], 1].mean()
+    assert default_cooccurrence(["AU06", "AU12"]).shape == (2, 2)
+
+
+def test_expression_labels():
+    aus = ["AU01", "AU02", "AU05", "AU06", "AU12", "AU14", "AU26"]
+    inten = np.array([[0, 0, 0, 3, 3, 0, 0], [3, 3, 2, 0, 0, 0, 3], [0, 0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 4, 4, 0], [0] * 7], float)
+    assert list(label_expressions(inten, aus)) == ["happiness", "surprise", "contempt", "none", "none"]
+
+
+def test_errors(profile):
+    with pytest.raises(ConfigError, match="unknown grid strategy"):
+        design_grid(profile, strategy="random")
+    with pytest.raises(ConfigError, match="AU16"):
+        design_grid(profile, aus=["AU16"])
+    with pytest.raises(ConfigError):
+        design_grid(profile, n=0)
+
+
+def test_semantic_masks_cover_the_right_regions(profile):
+    lm = profile.landmarks
+    h, w = profile.image.shape[:2]
+    masks = semantic_masks(lm, h, w)
+    assert set(masks) == {"AU06", "AU17", "AU04", "AU09", "AU10"}
+    for m in masks.values():
+        assert m.shape == (h, w) and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1 and m.max() > 0.9
+    iod = interocular(lm)
+    at = lambda m, p: m[int(round(p[1])), int(round(p[0]))]  # noqa: E731
+    below_lip = (lm[57] + lm[8]) / 2
+    assert at(masks["AU17"], below_lip) > 0.9 and at(masks["AU17"], lm[30]) < 0.05
+    under_eye = lm[41] + np.array([0, 0.12 * iod])
+    assert at(masks["AU06"], under_eye) > 0.5 and at(masks["AU06"], lm[57]) < 0.05
+    assert at(masks["AU04"], (lm[21] + lm[22]) / 2) > 0.5 and at(masks["AU04"], lm[8]) < 0.05
+    assert at(masks["AU10"], (lm[33] + lm[51]) / 2) > 0.9
+    assert at(masks["AU09"], lm[29]) > 0.5
+
+
+def test_design_cli_writes_parquet_and_sheet(tmp_path):
+    from cli import app
+    from fewshot.data import example_photo
+    from fewshot.io import read_image
+
+    try:
+        import pyarrow  # noqa: F401
+
+        suffix = ".parquet"
+    except ImportError:  # an environment whose pyarrow does not import: the CSV path must still work
+        suffix = ".csv"
+    out, sheet = tmp_path / f"grid{suffix}", tmp_path / "sheet.png"
+    res = CliRunner().invoke(app, ["design", "--photo", str(example_photo()), "--out", str(out), "--n", "60", "--seed", "2", "--sheet", str(sheet)])
+    assert res.exit_code == 0, res.output
+    df = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    assert len(df) == 60 and list(df.columns[:6]) == ["sample_id", "seed", "yaw", "pitch", "roll", "pose_bin"]
+    if suffix == ".parquet":
+        assert df.attrs["seed"] == 2 and df.attrs["strategy"] == "balanced"
+    img = read_image(sheet)
+    assert img.shape[0] >= 256 and img.std() > 10
+    bad = CliRunner().invoke(app, ["design", "--photo", str(tmp_path / "none.jpg"), "--out", str(out)])
+    assert bad.exit_code == 2 and "no such file" in bad.output
+    bad2 = CliRunner().invoke(app, ["design", "--photo", str(example_photo()), "--out", str(out), "--strategy", "x"])
+    assert bad2.exit_code == 2 and "unknown grid strategy" in bad2.output
