@@ -102,12 +102,122 @@ def select_frames_cmd(
 
 
 @app.command()
+@friendly
+def design(
+    photo: Path = typer.Option(..., "--photo", help="Neutral photo (or clip / folder) of the person."),
+    out: Path = typer.Option(Path("grid.parquet"), "--out", "-o", help="Grid table to write (.parquet or .csv)."),
+    n: int = typer.Option(500, "--n", help="Number of samples (factorial: 0 = the full design)."),
+    strategy: str = typer.Option("balanced", help="balanced | factorial | cooccurrence."),
+    aus: str = typer.Option("AU01,AU02,AU04,AU06,AU09,AU12,AU25,AU26", help="Comma-separated AUs."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same grid)."),
+    motion: Optional[Path] = typer.Option(None, help="Motion model .npz from `fewshot fit-motion` (default: FACS fields)."),
+    sheet: Optional[Path] = typer.Option(None, help="PNG contact sheet of target landmarks over the photo."),
+    backend: str = typer.Option("dlib", help="Face backend for the photo."),
+) -> None:
+    """Design a balanced pose x expression x AU grid of landmark targets for the person in --photo."""
+    from fewshot.io import write_image, write_table
+    from generators import contact_sheet, design_grid, fit_profile, grid_balance, load_motion_model
+
+    model = load_motion_model(motion) if motion else None
+    profile = fit_profile(photo, backend=backend, motion=model)
+    grid = design_grid(profile, n=n or None, strategy=strategy, aus=aus, seed=seed)
+    try:
+        write_table(grid, out)
+    except ImportError as e:  # pyarrow missing or built against another numpy
+        raise FewshotError(f"{out}: cannot write parquet ({str(e).splitlines()[0]}); fix pyarrow or use --out grid.csv") from None
+    if sheet:
+        write_image(sheet, contact_sheet(profile, grid))
+    bal = grid_balance(grid)
+    au = bal[bal.kind == "au"]
+    bins = bal[bal.kind == "pose_bin"]
+    typer.echo(f"{out}: {len(grid)} samples, {len(bins)} pose bins ({bins['count'].min()}-{bins['count'].max()} each), "
+               f"AU on-share {au['share'].min():.2f}-{au['share'].max():.2f} [{strategy}, seed {seed}]")
+
+
+@app.command("fit-motion")
+@friendly
+def fit_motion_cmd(
+    dataset: str = typer.Option(..., "--dataset", help="disfa | bp4d"),
+    root: Path = typer.Option(..., "--root", help="The data set folder (holding ActionUnit_Labels or AUCoding)."),
+    out: Path = typer.Option(Path("motion.npz"), "--out", "-o", help="Motion model to write (.npz)."),
+    ridge: float = typer.Option(1.0, help="Pull towards the FACS default fields (in full-intensity samples)."),
+    max_frames: int = typer.Option(0, help="Use at most this many frames per subject (0 = all)."),
+) -> None:
+    """Learn AU displacement fields (and AU co-occurrence) from DISFA or BP4D landmarks and labels."""
+    from experiments.datasets import load_dataset
+    from fewshot.errors import ConfigError
+    from generators.motion import fit_motion_table
+
+    if dataset not in ("disfa", "bp4d"):
+        raise ConfigError(f"--dataset must be disfa or bp4d, not {dataset!r}")
+    opts = {"aus": "all"} if dataset == "disfa" else {}
+    frames = load_dataset(dataset, root, frames="none", **opts)
+    model = fit_motion_table(frames.table, source=f"{dataset}:{root}", ridge=ridge, max_frames_per_subject=max_frames or None)
+    model.save(out)
+    typer.echo(f"{out}: fields for {', '.join(str(a) for a in model.meta['labelled_aus'])} from "
+               f"{model.meta['n_frames']} frames of {model.meta['n_subjects']} subjects [{dataset}]")
+
+
+@app.command("train-base")
+@friendly
+def train_base_cmd(
+    dataset: str = typer.Option(..., help="disfa | bp4d | folder | synthetic | london (experiments.datasets names)."),
+    root: Path = typer.Option(..., help="Data set folder (synthetic: the .h5 store)."),
+    fold: str = typer.Option("1", help="1, 2, 3, 'all', a list like 1,3, or 0 = train on every subject."),
+    backbone: str = typer.Option("compact", help="compact | resnet18 | geometry."),
+    out: Path = typer.Option(Path("model.pt"), "--out", "-o", help="Checkpoint to write (+ <stem>.metrics.csv)."),
+    epochs: int = typer.Option(20),
+    lr: float = typer.Option(2e-3),
+    batch_size: int = typer.Option(64),
+    seed: int = typer.Option(0),
+    crop_size: int = typer.Option(112, help="Aligned crop side (pixels)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Where the aligned HDF5 cache and resumable run state go (default: next to --out)."),
+    weights: Optional[Path] = typer.Option(None, help="resnet18 only: a torchvision ResNet-18 weights file to start from."),
+    threads: int = typer.Option(2, help="torch CPU threads."),
+) -> None:
+    """Train a base AU model on a data set's subject-exclusive fold(s) and print its test metrics."""
+    from experiments.train import train_base
+
+    res = train_base(dataset, root, fold, backbone, out, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, crop_size=crop_size,
+                     cache_dir=cache_dir, backbone_config={"weights": str(weights)} if weights else None, threads=threads)  # fmt: skip
+    for p in res.checkpoints:
+        typer.echo(f"wrote {p}")
+    if len(res.metrics):
+        typer.echo(res.metrics.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@app.command()
+@friendly
+def predict(
+    input: Path = typer.Argument(..., help="An image, a folder of images or a video file."),
+    model: Optional[Path] = typer.Option(None, help="AU model checkpoint (default: the shipped base model)."),
+    out: Path = typer.Option(Path("aus.csv"), "--out", "-o", help="CSV to write (OpenFace columns + AUxx_r/_c/_p + expr_*)."),
+    backend: str = typer.Option("dlib", help="Face backend for stage-1 analysis."),
+    threshold: float = typer.Option(0.5, help="Probability above which AUxx_c = 1."),
+) -> None:
+    """Predict AU intensity/occurrence and expression for every face of INPUT."""
+    from au_models import base_model_path
+    from au_models.predict import predict as run_predict
+    from fewshot.io import write_table
+
+    df = run_predict(model or base_model_path(), input, backend=backend, threshold=threshold)
+    write_table(df, out)
+    ok = int(df.success.sum())
+    typer.echo(f"{out}: {len(df)} rows, face found in {ok}; AU columns: {', '.join(c for c in df.columns if c.endswith('_c'))}")
+
+
+@app.command()
 def backends() -> None:
     """List the registered backends of every kind."""
     from fewshot.backends import FACE_BACKENDS
 
     typer.echo("face backends:")
     for name, doc in FACE_BACKENDS.describe().items():
+        typer.echo(f"  {name:16s} {doc}")
+    from au_models.backbones import BACKBONES
+
+    typer.echo("AU model backbones:")
+    for name, doc in BACKBONES.describe().items():
         typer.echo(f"  {name:16s} {doc}")
 
 
