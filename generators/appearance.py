@@ -6,9 +6,12 @@ log-luminance gain fields there (the rendered crop is multiplied by ``exp(gain)`
 warped onto the target face):
 
 * ``shading``: low-frequency bulges and furrows (a raised cheek brightens its apex and shadows the
-  infraorbital furrow), scaled linearly with intensity;
+  infraorbital furrow), scaled linearly with the level;
 * ``texture``: high-frequency wrinkles (crow's feet, chin 'orange peel', glabella furrows, nose-bridge
-  wrinkles, nasolabial fold), scaled by ``(intensity / 5) ** 1.3`` so they appear at C-E, not at A.
+  wrinkles, nasolabial fold), scaled by ``level ** 1.3`` so they show at C-E more than at A.
+
+Strengths are the grid's ``sem_AUxx`` columns: a movement level 0..1 (FACS intensity through
+:func:`generators.aus.intensity_level`: A = 0.1 ... E = 1).
 
 Plus ``displacements`` of inner mesh points (cheek apex, infraorbital points, chin boss) and lower
 lids, in inter-ocular units at intensity E, for AU6 (cheeks up, eye narrowed from below) and AU17
@@ -255,13 +258,13 @@ class AppearanceModel:
         return f"learned:{self.source}" if au in self.learned_shading else "procedural"
 
     def gain(self, sem: dict[str, float], seed: int) -> np.ndarray | None:
-        """Summed log-gain field for semantic intensities {AU: 0..5}; None when all are 0."""
+        """Summed log-gain field for semantic levels {AU: 0..1}; None when all are 0."""
         total = None
         v = int(seed) % N_VARIANTS
         for au, inten in sem.items():
             if au not in PROCEDURAL or not inten or inten <= 0:
                 continue
-            x = min(float(inten), 5.0) / 5.0
+            x = min(float(inten), 1.0)
             shade, tex = procedural_fields(au, v)
             shade = self.learned_shading.get(au, shade)
             g = x * shade + (x**TEXTURE_POWER * self.texture_scale.get(au, 1.0)) * tex
@@ -269,10 +272,10 @@ class AppearanceModel:
         return total
 
     def displacements(self, sem: dict[str, float], iod: float) -> list[tuple[int, np.ndarray]]:
-        """Mesh point displacements (px) for semantic intensities, given the target inter-ocular px."""
+        """Mesh point displacements (px) for semantic levels {AU: 0..1}, given the target inter-ocular px."""
         out = []
         for au, moves in DISPLACEMENTS.items():
-            x = min(float(sem.get(au, 0.0) or 0.0), 5.0) / 5.0
+            x = min(float(sem.get(au, 0.0) or 0.0), 1.0)
             if x > 0:
                 out += [(i, np.array([dx, dy]) * x * iod) for i, dx, dy in moves]
         return out
@@ -342,7 +345,8 @@ def fit_appearance(
 
     Both images of a pair are warped into the shape-normalised space; the mean (with - without)
     log-luminance difference inside the AU's region mask, low-passed, is the shading at the pairs'
-    typical ``intensity`` (FACS 0..5; a posed smile's AU6 is about C = 3), extrapolated linearly to E.
+    typical ``intensity`` (FACS 0..5; a posed smile's AU6 is about C = 3), extrapolated linearly to
+    level 1 (E).
     The wrinkle strength is the high-frequency energy the AU adds in that region over what the
     procedural texture gives at the same intensity.
     """
@@ -360,9 +364,11 @@ def fit_appearance(
         w = m / m.sum()
         hf_gain.append(max(float((w * hb**2).sum() - (w * ha**2).sum()), 0.0))
     mean = np.mean(diffs, axis=0)
-    shading = cv2.GaussianBlur(mean, (0, 0), 2.5) * m * (5.0 / intensity)
+    from .aus import intensity_level
+
+    x = float(intensity_level(intensity))
+    shading = cv2.GaussianBlur(mean, (0, 0), 2.5) * m / x
     # procedural texture's HF energy at the same intensity, measured the same way
-    x = intensity / 5.0
     tex_e = np.mean([float((m / m.sum() * highpass(procedural_fields(au, v)[1] * x**TEXTURE_POWER) ** 2).sum()) for v in range(N_VARIANTS)])
     scale = float(np.sqrt(np.mean(hf_gain) / max(tex_e, 1e-12)))
     meta = {"au": au, "intensity": intensity, "n_pairs": len(pairs), "trained_on": list(names or [])}

@@ -8,8 +8,8 @@
 
 A generator turns a person profile (``.image`` uint8 RGB, ``.landmarks`` (68, 2) px, ``.pose`` HeadPose,
 optional ``.shape3d`` (68, 3) mm) and grid rows (columns ``tx_0..tx_67, ty_0..ty_67`` target landmarks
-in the source image's pixels, ``yaw, pitch, roll`` degrees, ``AU01..AU45`` and ``sem_AU06`` ... FACS
-0..5, ``seed``) into aligned crops. Generators are registered by name in :data:`GENERATORS`.
+in the source image's pixels, ``yaw, pitch, roll`` degrees, ``AU01..AU45`` FACS 0..5, ``sem_AU06``...
+appearance levels 0..1, ``seed``) into aligned crops. Generators are registered by name in :data:`GENERATORS`.
 
 The crop is the similarity transform that puts the target's stable landmarks (eye corners, nose,
 upper jaw) on the frontal template of :mod:`generators.warp` (jaw spans 0.6 of the crop); the returned
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fewshot.errors import ConfigError
-from fewshot.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE, apply_affine, interocular
+from fewshot.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE, apply_affine, interocular, similarity_transform
 from fewshot.pose import estimate_pose
 from fewshot.registry import Registry
 
@@ -103,6 +103,10 @@ def parse_rows(rows: pd.DataFrame) -> Targets:
         raise ConfigError("grid has non-finite target landmarks (tx_*/ty_*); regenerate the grid")
     aus = {c: rows[c].to_numpy(float) for c in rows.columns if AU_COLUMN.match(c)}
     sem = {m.group(1): rows[c].to_numpy(float) for c in rows.columns if (m := SEM_COLUMN.match(c))}
+    bad = [f"sem_{k}" for k, v in sem.items() if np.nanmax(v, initial=0) > 1.0 or np.nanmin(v, initial=0) < 0]
+    if bad:
+        raise ConfigError(f"grid column(s) {', '.join(bad)} outside 0..1: sem_* are movement levels (generators.grid); "
+                          "map FACS 0..5 intensities with generators.aus.intensity_level")
     seeds = rows["seed"].to_numpy(np.int64) if "seed" in rows.columns else np.arange(n)
     return Targets(lm, rows[["yaw", "pitch", "roll"]].to_numpy(float), aus, sem, seeds)
 
@@ -163,7 +167,7 @@ def render_record(aus: dict, sem: dict, appearance: AppearanceModel, mouth_alpha
         "generator": generator,
         "seed": int(seed),
         "landmarks_aus": {k: round(v, 3) for k, v in sorted(aus.items())},
-        "semantic_aus": {k: {"intensity": round(v, 3), "how": appearance.how(k)} for k, v in sorted(sem.items()) if k in PROCEDURAL},
+        "semantic_aus": {k: {"level": round(v, 3), "how": appearance.how(k)} for k, v in sorted(sem.items()) if k in PROCEDURAL},
         "semantic_ignored": sorted(k for k in sem if k not in PROCEDURAL),
         "texture_variant": int(seed) % N_VARIANTS,
         "mouth_interior": round(float(mouth_alpha), 3),
@@ -195,10 +199,18 @@ class WarpRenderer:
         iod = float(interocular(face[:68]))
         for i, d in self.appearance.displacements(sem, iod):
             face[i] += d
-        Minv = W.invert_affine(M)
+        # The background follows the head rigidly (a similarity on the stable landmarks), never its
+        # expression: sampling it at fixed image positions instead would pull the ear or hair that the
+        # turned head uncovers across the crop.
         border = W.border_points(out_shape)
+        S = similarity_transform(face[W.ALIGN_POINTS], src.points[W.ALIGN_POINTS])
+        # The head outline (ears, hair, neck) goes halfway between turning with the head and staying
+        # with the background: the far side's ear neither smears the background nor floats off.
+        rigid = apply_affine(W.invert_affine(S), src.points[W.OUTLINE])
+        face[W.OUTLINE] = 0.5 * face[W.OUTLINE] + 0.5 * rigid
+        face = W.clamp_extras(face, out_shape)
         dst = np.concatenate([face, border])
-        srcp = np.concatenate([src.points, apply_affine(Minv, border) * src.scale])
+        srcp = np.concatenate([src.points, apply_affine(S, border)])
 
         depth = np.concatenate([W.face_depths(R, src.shape3d), np.full(W.N_BORDER, 1e6)])
         tdepth = depth[tri].mean(1)

@@ -39,13 +39,13 @@ EXTRA_3D = np.array(
         # head outline: temples, ears, jaw corners, under the chin (outside the landmark hull). Their
         # depth is the jaw's, not the ears' true depth: deeper points would swing inside the face
         # contour on the far side at 30 degrees of yaw and fold the mesh.
-        [-96, -70, 72], [96, -70, 72], [-116, -20, 78], [116, -20, 78],
-        [-108, 35, 76], [108, 35, 76], [-68, 92, 70], [68, 92, 70], [0, 122, 50],
-        [-84, -130, 75], [0, -150, 60], [84, -130, 75],
+        [-104, -70, 72], [104, -70, 72], [-135, -20, 78], [135, -20, 78],
+        [-125, 35, 76], [125, 35, 76], [-68, 92, 70], [68, 92, 70], [0, 122, 50],
     ],
     dtype=np.float64,
 )
 N_EXTRA = len(EXTRA_3D)
+OUTLINE = np.arange(68 + 9, 68 + N_EXTRA)  # mesh ids of the head-outline extras
 
 
 def _blend(pairs: list[tuple[int, float]]) -> np.ndarray:
@@ -53,6 +53,20 @@ def _blend(pairs: list[tuple[int, float]]) -> np.ndarray:
     for i, v in pairs:
         w[i] += v
     return w / w.sum()
+
+
+EXTRA_MARGIN = 0.01  # extras are kept this fraction of the crop inside its border (no fold with it)
+
+
+def clamp_extras(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Keep the head-outline extras of face points (output px) inside an (h, w) output."""
+    h, w = shape
+    out = points.copy()
+    ex = slice(N_LANDMARKS, N_LANDMARKS + N_EXTRA)
+    m = EXTRA_MARGIN * max(h, w)
+    out[ex, 0] = np.clip(out[ex, 0], m, w - 1 - m)
+    out[ex, 1] = np.clip(out[ex, 1], m, h - 1 - m)
+    return out
 
 
 # Inner points as landmark blends (rows sum to 1). Names are used by the semantic appearance.
@@ -140,7 +154,7 @@ MOUTH_TRIS = np.array([[60, 61, 67], [61, 62, 66], [61, 66, 67], [62, 63, 65], [
 def template_points(size: int) -> np.ndarray:
     """(N_MESH, 2) vertices of the frontal template in a size x size crop."""
     lm = TEMPLATE_68 * size
-    pts = face_points(lm, np.eye(3))
+    pts = clamp_extras(face_points(lm, np.eye(3)), (size, size))
     return np.concatenate([pts, border_points(size)])
 
 
@@ -165,7 +179,7 @@ def mesh() -> Mesh:
     lm[INNER_LIPS, 0] = c[0] + (lm[INNER_LIPS, 0] - c[0]) * 0.8
     lm[INNER_LIPS, 1] = c[1] + (lm[INNER_LIPS, 1] - c[1]) * 3.0 + np.select(
         [np.isin(INNER_LIPS, [65, 66, 67]), np.isin(INNER_LIPS, [61, 62, 63])], [12.0, -12.0], 0.0)
-    pts = np.concatenate([face_points(lm, np.eye(3)), border_points(1000)])
+    pts = np.concatenate([clamp_extras(face_points(lm, np.eye(3)), (1000, 1000)), border_points(1000)])
     tri = _force_edges(Delaunay(pts).simplices, [(e[i], e[(i + 1) % len(e)]) for e in (RIGHT_EYE, LEFT_EYE, INNER_LIPS) for i in range(len(e))])
     holes = [set(RIGHT_EYE), set(LEFT_EYE), set(INNER_LIPS)]
     keep = [t for t in tri if not any(set(t) <= h for h in holes)]
