@@ -38,7 +38,7 @@ REPLAY_KEYS = ("images", "landmarks", "occ", "intensity", "expr")
 def versions() -> dict[str, str]:
     import fewshot
 
-    return {"fewshot": fewshot.__version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    return {"fewshot": fewshot.__version__, "torch": str(torch.__version__), "numpy": np.__version__, "python": platform.python_version()}
 
 
 def preprocessing_meta(align: AlignConfig) -> dict:
@@ -79,7 +79,7 @@ def _plain(x):
         return x.tolist()
     if isinstance(x, np.generic):
         return x.item()
-    if isinstance(x, Path):
+    if isinstance(x, (Path, str)):  # str subclasses (torch.__version__) would need unpickling code
         return str(x)
     return x
 

@@ -230,7 +230,6 @@ def train(
     if len(train_data) == 0:
         raise ConfigError("no training faces (every face failed alignment, or the split is empty)")
     torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     train_data = _align_labels(model, train_data)
     val_data = _align_labels(model, val_data) if val_data is not None and len(val_data) else None
     pw = torch.from_numpy(pos_weights(train_data.occ, cfg.max_pos_weight))
