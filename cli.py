@@ -207,6 +207,129 @@ def predict(
 
 
 @app.command()
+@friendly
+def adapt(
+    photo: Optional[Path] = typer.Option(None, "--photo", help="A photo of the person (default: the shipped example photo)."),
+    clip: Optional[Path] = typer.Option(None, "--clip", help="A short clip (or a folder of photos) of the person."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base AU model checkpoint (default: the shipped base model)."),
+    strategy: str = typer.Option("lwf", "--strategy", help="naive, head, ewc, si, lwf, replay, joint, calibration."),
+    plasticity: float = typer.Option(0.5, "--plasticity", help="0 = keep the base model, 1 = learn this face freely."),
+    grid_size: int = typer.Option(240, "--grid-size", help="Synthetic samples to generate."),
+    epochs: int = typer.Option(4, "--epochs"),
+    seed: int = typer.Option(0, "--seed"),
+    eval: Optional[Path] = typer.Option(None, "--eval", help="Real labelled frames of this person (a folder/CSV data set) to measure plasticity on."),
+    out: Path = typer.Option(Path("adapted"), "--out", "-o", help="Output folder (model.pt, report.json, synthetic.png, curves.png)."),
+) -> None:
+    """Specialise the base AU model to one person: analyse, design a grid, synthesize, fine-tune."""
+    from fewshot.adapt import AdaptConfig, adapt_person
+
+    if photo and clip:
+        raise typer.BadParameter("give --photo or --clip, not both")
+    source = photo or clip
+    if source is None:
+        from fewshot.data import example_photo
+
+        source = example_photo()
+        typer.echo(f"no --photo/--clip given: adapting to the shipped example photo {source.name}", err=True)
+    eval_data = None
+    if eval is not None:
+        from experiments.datasets import load_dataset
+
+        eval_data = load_dataset("folder", eval)
+    cfg = AdaptConfig(strategy=strategy, plasticity=plasticity, grid_size=grid_size, epochs=epochs, seed=seed)
+    res = adapt_person(source, base=base, config=cfg, out_dir=out, eval_data=eval_data)
+    r = res.report
+    p, g = r["plasticity"], r["rigidity"]
+    typer.echo(f"{out}/model.pt: {r['strategy']['name']} ({r['strategy']['parameter']}={r['strategy']['value']:.3g}); "
+               f"person held-out macro F1 {p['person_holdout_macro_f1_before']:.3f} -> {p['person_holdout_macro_f1_after']:.3f}; "
+               f"base macro F1 {g.get('base_macro_f1_before', float('nan')):.3f} -> {g.get('base_macro_f1_after', float('nan')):.3f}; "
+               f"{sum(s['seconds'] for s in r['stages']):.1f} s")
+
+
+@app.command()
+@friendly
+def synthesize(
+    grid: Path = typer.Option(..., "--grid", help="Grid from `fewshot design` (.parquet or .csv)."),
+    out: Path = typer.Option(Path("person.h5"), "--out", "-o", help="HDF5 store to write (resumed if it exists)."),
+    photo: Optional[Path] = typer.Option(None, "--photo", help="The person's neutral photo (the grid's source)."),
+    clip: Optional[Path] = typer.Option(None, "--clip", help="Or a clip: its most frontal face is the source."),
+    size: int = typer.Option(256, help="Aligned crop size in pixels."),
+    chunk: int = typer.Option(64, help="Samples per HDF5 chunk (the unit of resuming)."),
+    generator: str = typer.Option("warp", help="Generator: warp | warp+refiner (`fewshot backends` lists them)."),
+    appearance: Optional[Path] = typer.Option(None, help="Learned AU appearance .npz from `fewshot fit-appearance`."),
+    refiner: Optional[Path] = typer.Option(None, help="Refiner weights from `fewshot train-generator` (warp+refiner)."),
+    full_frame: bool = typer.Option(False, "--full-frame", help="Also store full frames (source image frame)."),
+    compression: str = typer.Option("gzip", help="Image compression: gzip (level 1) | lzf | none."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Render a grid of the person into an HDF5 store (images, landmarks, AUs, pose) + a contact sheet."""
+    from generators.store import synthesize_files
+
+    rep = synthesize_files(grid, out, photo=photo, clip=clip, appearance=appearance, refiner=refiner, size=size, chunk=chunk,
+                           generator=generator, full_frame=full_frame, compression=compression, progress=progress)
+    typer.echo(f"{out}: {rep.n} samples, {rep.chunks_rendered} chunk(s) rendered, {rep.chunks_skipped} already done "
+               f"({rep.seconds:.1f}s){'; contact sheet ' + str(rep.contact_sheet) if rep.contact_sheet else ''}")
+
+
+@app.command("fit-appearance")
+@friendly
+def fit_appearance_cmd(
+    without: Path = typer.Option(..., "--without", help="Folder of photos without the AU (e.g. frl_london/neutral_front)."),
+    with_: Path = typer.Option(..., "--with", help="Folder of the same people with it (e.g. frl_london/smiling_front)."),
+    out: Path = typer.Option(Path("appearance.npz"), "--out", "-o", help="Appearance template to write."),
+    au: str = typer.Option("AU06", help="The AU whose appearance to learn: AU04, AU06, AU09, AU10, AU17."),
+    intensity: float = typer.Option(3.0, help="Typical FACS intensity (0-5) of the AU in the 'with' photos."),
+    ids: Optional[str] = typer.Option(None, help="Comma-separated identities to learn from (default: all pairs)."),
+) -> None:
+    """Learn an AU's skin appearance (shading, wrinkle strength) from photo pairs of the same people."""
+    from generators.appearance import fit_appearance_from_folders
+
+    model = fit_appearance_from_folders(without, with_, au=au, intensity=intensity, identities=ids.split(",") if ids else None)
+    model.save(out)
+    typer.echo(f"{out}: {au} appearance from {model.meta['n_pairs']} pairs (texture x{model.texture_scale[au]:.2f})")
+
+
+@app.command()
+@friendly
+def quality(
+    store: Path = typer.Argument(..., help="HDF5 store from `fewshot synthesize`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Per-image CSV to write."),
+    source: Optional[Path] = typer.Option(None, help="Source photo (default: the store's 'source' attribute)."),
+    real: Optional[Path] = typer.Option(None, help="Folder of real face photos: adds FID/KID."),
+    inception: Optional[Path] = typer.Option(None, help="torchvision Inception-v3 state dict for FID/KID (default: offline dlib128 substitute)."),
+    arcface: Optional[Path] = typer.Option(None, help="insightface buffalo_l folder: adds ArcFace identity distance."),
+    max_images: Optional[int] = typer.Option(None, help="Score only the first N samples."),
+) -> None:
+    """Identity kept, landmark fidelity, per-pose breakdown and FID/KID of a synthetic store."""
+    from fewshot.io import write_table
+    from generators.quality import evaluate_quality
+
+    rep = evaluate_quality(store, source=source, real=real, inception=inception, arcface=arcface, max_images=max_images, progress=True)
+    if out:
+        write_table(rep.per_image, out)
+    typer.echo(rep.per_pose.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    typer.echo("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rep.summary.items()))
+
+
+@app.command("train-generator")
+@friendly
+def train_generator_cmd(
+    without: Path = typer.Option(..., "--without", help="Folder of source photos (e.g. frl_london/neutral_front)."),
+    with_: Path = typer.Option(..., "--with", help="Folder of target photos of the same people (e.g. smiling_front)."),
+    out: Path = typer.Option(Path("refiner.pt"), "--out", "-o", help="Refiner weights to write."),
+    epochs: int = typer.Option(3, help="Training epochs."),
+    size: int = typer.Option(128, help="Training crop size."),
+    ids: Optional[str] = typer.Option(None, help="Comma-separated identities to train on (default: all pairs)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Train the optional neural refiner of the 'warp+refiner' generator on photo pairs (CPU)."""
+    from generators.refiner import train_refiner_from_folders
+
+    rep = train_refiner_from_folders(without, with_, out, epochs=epochs, size=size, identities=ids.split(",") if ids else None, seed=seed)
+    typer.echo(f"{out}: refiner trained on {rep['n_pairs']} pairs, {epochs} epochs; L1 {rep['l1_warp']:.4f} (warp) -> {rep['l1_refined']:.4f} (refined) on the training pairs")
+
+
+@app.command()
 def backends() -> None:
     """List the registered backends of every kind."""
     from fewshot.backends import FACE_BACKENDS
@@ -218,6 +341,11 @@ def backends() -> None:
 
     typer.echo("AU model backbones:")
     for name, doc in BACKBONES.describe().items():
+        typer.echo(f"  {name:16s} {doc}")
+    from generators.render import GENERATORS
+
+    typer.echo("generators:")
+    for name, doc in GENERATORS.describe().items():
         typer.echo(f"  {name:16s} {doc}")
 
 

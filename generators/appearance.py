@@ -174,7 +174,7 @@ def _au06(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
             start = p[outer] + sgn * np.array([0.07, 0.0]) * iod
             length = iod * rng.uniform(0.16, 0.3)
             end = start + length * np.array([sgn * np.cos(a), np.sin(a)])
-            tex += _wrinkle(_arc(start, end, rng.uniform(-0.08, 0.08)), rng.uniform(0.12, 0.2))
+            tex += _wrinkle(_arc(start, end, rng.uniform(-0.08, 0.08)), rng.uniform(0.18, 0.28))
     m = region_masks()
     tex += 0.05 * _bandpass_noise(rng, 0.8) * m["crows_feet"]
     return shade * (1 - m["eyes"]), tex * (1 - m["eyes"])
@@ -187,8 +187,8 @@ def _au17(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     shade = 0.09 * _gauss(boss + [0, -0.05 * iod], (0.22 * iod, 0.13 * iod))
     sulcus = _arc(p[58] * 0.6 + p[7] * 0.4, p[56] * 0.6 + p[9] * 0.4, -0.12)
     shade += _wrinkle(sulcus, 0.08, width=2, normal_px=2.5)
-    peel = _bandpass_noise(rng, 0.75)
-    dimples = (np.minimum(peel, 0.0) * 0.75 + np.maximum(peel, 0.0) * 0.25) * 0.07  # pits deeper than bumps
+    peel = _bandpass_noise(rng, 1.1)
+    dimples = (np.minimum(peel, 0.0) * 0.6 + np.maximum(peel, 0.0) * 0.4) * 0.09  # pits a little deeper than bumps
     tex = dimples * m["chin"]
     return shade.astype(np.float32), tex.astype(np.float32)
 
@@ -373,3 +373,59 @@ def fit_appearance(
     scale = float(np.sqrt(np.mean(hf_gain) / max(tex_e, 1e-12)))
     meta = {"au": au, "intensity": intensity, "n_pairs": len(pairs), "trained_on": list(names or [])}
     return AppearanceModel({au: shading.astype(np.float32)}, {au: scale}, "fitted", meta)
+
+
+def pair_photos(without: str | Path, with_: str | Path) -> list[tuple[str, Path, Path]]:
+    """Match photos of two folders by identity: the file name up to its first '_' (the London Set's
+    ``001_03.jpg`` / ``001_08.jpg``), else the whole stem. Returns (identity, without, with) sorted."""
+    from fewshot.io import IMAGE_EXTENSIONS
+
+    def index(d: Path) -> dict[str, Path]:
+        if not d.is_dir():
+            raise InputError(f"{d}: not a folder of photos")
+        return {f.stem.split("_")[0]: f for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS}
+
+    a, b = index(Path(without)), index(Path(with_))
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise InputError(f"{without} and {with_}: no photos of the same identity (match by the name before '_')")
+    return [(k, a[k], b[k]) for k in common]
+
+
+def fit_appearance_from_folders(
+    without: str | Path,
+    with_: str | Path,
+    au: str = "AU06",
+    intensity: float = 3.0,
+    identities: Sequence[str] | None = None,
+    landmarks: dict[str, np.ndarray] | None = None,
+) -> AppearanceModel:
+    """:func:`fit_appearance` on photo pairs matched by :func:`pair_photos` (optionally only
+    ``identities``); ``landmarks`` may supply precomputed (68, 2) landmarks keyed by file path."""
+    from fewshot.analysis import Analyzer
+    from fewshot.errors import NoFaceError
+    from fewshot.io import read_image
+
+    if au not in PROCEDURAL:
+        raise InputError(f"--au must be one of {', '.join(PROCEDURAL)}, not {au!r}")
+    pairs = pair_photos(without, with_)
+    if identities is not None:
+        keep = set(identities)
+        pairs = [p for p in pairs if p[0] in keep]
+    analyzer = None
+    data, names = [], []
+    for ident, p0, p1 in pairs:
+        item = []
+        for p in (p0, p1):
+            img = read_image(p)
+            lm = (landmarks or {}).get(str(p))
+            if lm is None:
+                analyzer = analyzer or Analyzer(embed=False)
+                faces = analyzer.analyze_image(img, str(p))
+                if not faces:
+                    raise NoFaceError(f"{p}: no face found; remove the pair or use another photo")
+                lm = faces[0].landmarks
+            item += [img, lm]
+        data.append(tuple(item))
+        names.append(ident)
+    return fit_appearance(data, au=au, intensity=intensity, names=names)

@@ -358,3 +358,31 @@ def write_contact_sheet(h5_path: str | Path, max_images: int = 48, out: str | Pa
     target = Path(out) if out else p.with_name(p.stem + "_contact.png")
     write_image(target, contact_sheet_image(imgs, labels=labels))
     return target
+
+
+def synthesize_files(
+    grid: str | Path,
+    out: str | Path,
+    photo: str | Path | None = None,
+    clip: str | Path | None = None,
+    appearance: str | Path | None = None,
+    refiner: str | Path | None = None,
+    backend: str = "dlib",
+    **kwargs,
+) -> SynthesisReport:
+    """``fewshot synthesize``: profile the photo (or the clip's best reference frame), read the grid,
+    render it into ``out`` (see :func:`synthesize` for the other arguments)."""
+    from .profile import fit_profile
+
+    if (photo is None) == (clip is None):
+        raise ConfigError("pass exactly one of --photo or --clip")
+    source = Path(photo or clip)
+    table = read_grid(grid)
+    profile = fit_profile(source, backend=backend)
+    opts = {}
+    if appearance:
+        opts["appearance"] = str(appearance)
+    if refiner:
+        opts["refiner"] = str(refiner)
+    src_file = source if source.is_file() else None
+    return synthesize(profile, table, out, generator_options=opts, source_path=src_file, grid_path=grid, **kwargs)
