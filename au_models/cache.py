@@ -280,3 +280,39 @@ class _RowView:
 
     def __getitem__(self, idx):
         return self.ds[self.rows[np.asarray(idx)].tolist()]
+
+
+def concat_sets(sets: Sequence[AlignedSet]) -> AlignedSet:
+    """One in-memory AlignedSet from several with the same crop; labels are merged by AU name (the
+    union of AU lists, -1 / NaN where a set lacks an AU)."""
+    if not sets:
+        raise ConfigError("nothing to concatenate")
+    crop = {s.align.crop_size for s in sets}
+    if len(crop) > 1:
+        raise ConfigError(f"cannot concatenate sets of crop sizes {sorted(crop)}")
+    aus = list(dict.fromkeys(a for s in sets for a in s.aus))
+    int_aus = list(dict.fromkeys(a for s in sets for a in s.intensity_aus))
+
+    def widen(s: AlignedSet) -> tuple[np.ndarray, np.ndarray]:
+        occ = np.full((len(s), len(aus)), -1, np.int8)
+        inten = np.full((len(s), len(int_aus)), np.nan, np.float32)
+        for j, a in enumerate(s.aus):
+            occ[:, aus.index(a)] = s.occ[:, j]
+        for j, a in enumerate(s.intensity_aus):
+            inten[:, int_aus.index(a)] = s.intensity[:, j]
+        return occ, inten
+
+    wide = [widen(s) for s in sets]
+    return AlignedSet(
+        images=np.concatenate([s.take_images(np.arange(len(s))) for s in sets]),
+        landmarks=np.concatenate([s.landmarks for s in sets]),
+        occ=np.concatenate([w[0] for w in wide]),
+        intensity=np.concatenate([w[1] for w in wide]),
+        expr=np.concatenate([s.expr for s in sets]),
+        subjects=np.concatenate([s.subjects for s in sets]),
+        aus=aus,
+        intensity_aus=int_aus,
+        frames=np.concatenate([s.frames for s in sets]),
+        align=sets[0].align,
+        source="+".join(dict.fromkeys(s.source for s in sets)),
+    )

@@ -1,0 +1,89 @@
+"""AU-model speed: aligned faces per second per backbone, and end-to-end frames per second on a clip.
+
+    python benchmarks/predict.py [--threads 2] [--crop 112] [--clip PATH] [--frames N] [--model base.pt]
+
+Aligned faces/s: random-init models (speed does not depend on the weights) in eval mode with conv+BN
+folded (as ``predict`` runs them), batches of ``--batch`` 112 px crops, ``torch.set_num_threads``.
+End to end: decode + stage-1 face analysis (dlib, tracking, no embedding) + alignment + the model,
+per frame, on the Pexels clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEFAULT_CLIP = ROOT.parent / "shared/data/pexels_clip/WolfgangLanger_Pexels.mp4"
+
+
+def faces_per_second(backbone: str, crop: int, batch: int, seconds: float = 3.0) -> float:
+    from au_models.align import AlignConfig, canonical_template
+    from au_models.model import AUModel, fused_for_inference, to_tensor
+
+    torch.manual_seed(0)
+    model = fused_for_inference(AUModel(backbone, align=AlignConfig(crop_size=crop)))
+    crops = np.random.default_rng(0).integers(0, 256, (batch, crop, crop, 3), dtype=np.uint8)
+    lm = torch.from_numpy(canonical_template(AlignConfig(crop_size=crop))).float().expand(batch, -1, -1)
+    with torch.inference_mode():
+        model(to_tensor(crops), lm)  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model(to_tensor(crops), lm)
+            n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def end_to_end(model_path: Path | None, clip: Path, frames: int) -> tuple[float, int]:
+    from au_models.align import AlignConfig
+    from au_models.model import AUModel
+    from au_models.predict import Predictor
+    from fewshot.analysis import Analyzer
+    from fewshot.io import FrameSource
+
+    model = model_path if model_path else AUModel("compact", align=AlignConfig())
+    pred = Predictor(model)
+    analyzer = Analyzer(embed=False)
+    t0, prev, done, ok = time.perf_counter(), None, 0, 0
+    for frame in FrameSource(clip):
+        found = analyzer.analyze_frame(frame, prev)
+        prev = found[0] if found else None
+        if found:
+            pred.faces([frame.image] * len(found), np.stack([f.landmarks for f in found]))
+            ok += 1
+        done += 1
+        if done == frames:
+            break
+    return done / (time.perf_counter() - t0), ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--crop", type=int, default=112)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--backbones", default="compact,geometry,resnet18")
+    ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
+    ap.add_argument("--frames", type=int, default=0, help="0 = the whole clip; -1 = skip the end-to-end run")
+    ap.add_argument("--model", type=Path, default=None, help="checkpoint for the end-to-end run (default: random compact)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, torch threads {a.threads}, torch {torch.__version__}")
+    print(f"{'backbone':10s} {'aligned faces/s':>16s}  (batch {a.batch}, {a.crop} px)")
+    for name in a.backbones.split(","):
+        print(f"{name:10s} {faces_per_second(name, a.crop, a.batch):16.0f}", flush=True)
+    if a.frames >= 0 and a.clip.is_file():
+        fps, ok = end_to_end(a.model, a.clip, a.frames)
+        print(f"end to end on {a.clip.name} (dlib tracking + align + compact, one frame at a time): {fps:.1f} frames/s, face in {ok} frames")
+
+
+if __name__ == "__main__":
+    main()
