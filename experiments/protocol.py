@@ -1,0 +1,377 @@
+"""The per-identity adaptation protocol: one *cell* = one test subject x one adaptation configuration.
+
+    from experiments.protocol import CELL_KINDS, run_cell
+    rows = run_cell(cell, context)      # DataFrame, one row per AU
+
+A cell (a plain JSON-able dict, expanded by :mod:`experiments.runner`) names ``dataset``, ``fold``,
+``subject``, ``k`` (reference frames), ``generator`` ('none' = no synthesis), ``strategy``,
+``plasticity`` (None for baselines), ``seed`` and the shared ``protocol`` / ``adapt`` settings. The
+context holds what the runner prepared once: the aligned-face cache of the data set
+(:mod:`au_models.cache`, rows in table order), a small frame index (subject, sequence, frame, image
+path...), the base checkpoint of the fold, the fold's test subjects and the data set's protocol AUs.
+
+Protocol of the ``per_identity`` cell kind:
+
+1. **References**: the subject's k most neutral frames (``protocol.reference = 'neutral'``: the stage-1
+   expression residual of :func:`fewshot.selection.expression_residual` at the pose of
+   :func:`fewshot.pose.estimate_pose`, computed on the aligned landmarks, missing points filled from the
+   canonical template; frames at least ``reference_gap`` apart within a sequence), or the first k
+   (``'first'``), or given frame numbers (``protocol.reference_frames: {subject: [frame, ...]}``).
+   Their labels are unknown at deployment, so they are taken as neutral (every AU absent, intensity 0)
+   unless ``reference_labels: dataset`` (an oracle, for ablations).
+2. **Adaptation** of the base model by the cell's strategy:
+   ``generic`` (the base model unchanged), ``calibration`` (OpenFace-style neutral calibration: each AU
+   logit is shifted by the median logit on the references minus the median logit on AU-negative frames
+   of the base model's replay buffer), ``finetune_real`` (plain fine-tuning on the k real frames alone,
+   no synthesis, no replay), any continual-learning strategy of :data:`fewshot.strategies.STRATEGIES`
+   with ``generator: none`` (that strategy over the real references, with the base replay buffer), and
+   with a generator name, :func:`fewshot.adapt.adapt_person` (synthesis + continual learning, stage 5).
+3. **Evaluation** on every other coded frame of the subject (``eval_includes_references: true``
+   evaluates the references too, as the London protocol does), and on a fixed sample
+   (``max_other_frames``, seeded by the fold) of the fold's other test subjects (forgetting). The base
+   model is evaluated on the same frames, so every row carries its own generic reference.
+
+Result columns (one row per AU of the data set's protocol that the model predicts): the cell's config
+(cell_id, dataset, fold, subject, k, generator, strategy, plasticity, seed), ``au``, on the subject:
+``n, n_pos, f1, auc, tp, fp, fn, tn`` (adapted) and ``f1_base, auc_base, tp_base...`` (generic); on the
+other subjects the same with ``_other`` (``f1_other``, ``f1_other_base``...); ``references`` (the
+chosen frames as 'sequence:frame'), ``n_references``, timings ``seconds_adapt``, ``seconds_total``,
+``started_at`` (UTC), and versions ``v_fewshot, v_torch, v_numpy, v_python``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from fewshot.errors import ConfigError
+from fewshot.registry import Registry
+
+BASELINES = ("generic", "calibration", "finetune_real")
+DETERMINISTIC = ("generic", "calibration")  # run once (first seed): no random choice in them
+NO_SYNTHESIS = "none"
+PROTOCOL_DEFAULTS: dict[str, Any] = {
+    "reference": "neutral",  # neutral | first | given
+    "reference_frames": {},  # subject -> [frame, ...] or ['T1:40', ...] (reference: given)
+    "reference_gap": 0,  # frames between two references of one sequence
+    "reference_labels": "neutral",  # neutral (deployment: labels unknown) | dataset (oracle)
+    "eval_includes_references": False,
+    "max_eval_frames": 0,  # 0 = every other coded frame of the subject
+    "max_other_frames": 2000,  # forgetting sample from the fold's other test subjects (0 = none)
+    "threshold": 0.5,
+}
+ADAPT_DEFAULTS: dict[str, Any] = {"epochs": 5, "lr": 1e-3, "batch_size": 32}
+
+CellFn = Callable[[dict, dict], pd.DataFrame]
+CELL_KINDS: Registry[CellFn] = Registry("cell kind")
+
+
+def cell_id(cell: dict) -> str:
+    """Stable id of a cell: the first 16 hex digits of SHA-1 over its canonical JSON (sorted keys)."""
+    blob = json.dumps(cell, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def run_cell(cell: dict, context: dict, kind: str = "per_identity") -> pd.DataFrame:
+    """Run one cell with the registered cell function ``kind``; returns its result rows."""
+    return CELL_KINDS.get(kind)(cell, context)
+
+
+# -- references ------------------------------------------------------------------------------------
+def neutral_residuals(crop_landmarks: np.ndarray, crop_size: int, template: np.ndarray) -> np.ndarray:
+    """(N,) stage-1 expression residual (inter-ocular units) of aligned faces.
+
+    crop_landmarks: (N, 68, 2) crop pixels, NaN missing (BP4D has no jaw, DISFA no inner-mouth corners):
+    missing points are taken from ``template`` (68, 2), which alignment maps the face onto, so they add
+    the same constant to every frame. Faces that cannot be posed get +inf.
+    """
+    from fewshot.pose import estimate_pose
+    from fewshot.selection import expression_residual
+
+    out = np.full(len(crop_landmarks), np.inf)
+    size = (crop_size, crop_size)
+    for i, lm in enumerate(np.asarray(crop_landmarks, np.float64)):
+        if not np.isfinite(lm).any():
+            continue
+        filled = np.where(np.isfinite(lm), lm, template)
+        try:
+            out[i] = expression_residual(filled, estimate_pose(filled, size), size)
+        except Exception:  # noqa: BLE001 - a degenerate face (PnP failure) is just never a reference
+            continue
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def choose_references(index: pd.DataFrame, rows: np.ndarray, residual: np.ndarray | None, k: int, protocol: dict, subject: str) -> np.ndarray:
+    """Row numbers (into ``index``) of the k references among ``rows`` (the subject's usable rows)."""
+    mode = protocol["reference"]
+    if mode == "given":
+        wanted = [str(v) for v in (protocol.get("reference_frames") or {}).get(subject, [])]
+        seq = index["sequence"].astype(str).to_numpy()[rows]
+        fr = index["frame"].to_numpy()[rows]
+        keys = [f"{s}:{f}" for s, f in zip(seq, fr)]
+        chosen = []
+        for w in wanted:
+            hit = [i for i, key in enumerate(keys) if key == w or (":" not in w and str(fr[i]) == w)]
+            if not hit:
+                raise ConfigError(f"protocol.reference_frames: frame {w!r} of subject {subject} is not a usable coded frame")
+            chosen.append(rows[hit[0]])
+        return np.asarray(chosen[:k], np.int64)
+    if mode == "first":
+        return rows[:k]
+    order = rows[np.argsort(residual, kind="stable")] if residual is not None else rows
+    gap = int(protocol.get("reference_gap") or 0)
+    chosen: list[int] = []
+    if gap > 0:
+        seqs, frames = index["sequence"].astype(str).to_numpy(), index["frame"].to_numpy()
+        for r in order:
+            if all(seqs[r] != seqs[c] or abs(int(frames[r]) - int(frames[c])) >= gap for c in chosen):
+                chosen.append(int(r))
+            if len(chosen) == k:
+                break
+    for r in order:  # too few frames far enough apart: fill with the next most neutral
+        if len(chosen) == k:
+            break
+        if int(r) not in chosen:
+            chosen.append(int(r))
+    return np.asarray(chosen, np.int64)
+
+
+# -- model helpers ---------------------------------------------------------------------------------
+def model_logits(model, crops: np.ndarray, landmarks: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Occurrence logits (N, n_model_aus) of an AU model on aligned uint8 RGB crops."""
+    import torch
+
+    from au_models.model import to_tensor
+
+    model.eval()
+    needs_lm = bool(getattr(model, "needs_landmarks", False))
+    outs = []
+    with torch.no_grad():
+        for s in range(0, len(crops), batch_size):
+            x = to_tensor(crops[s : s + batch_size])
+            lm = torch.from_numpy(np.asarray(landmarks[s : s + batch_size], np.float32)) if needs_lm else None
+            o = model(x, lm) if needs_lm else model(x)
+            o = o["occ_logits"] if isinstance(o, dict) else o[:, : len(model.aus)]
+            outs.append(o.float().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, len(model.aus)), np.float32)
+
+
+def _tensor_set(crops: np.ndarray, occ: np.ndarray, inten: np.ndarray):
+    """A :class:`fewshot.adapt_loop.TensorSet` (targets [occurrence | intensity], NaN unknown)."""
+    import torch
+
+    from au_models.model import to_tensor
+    from fewshot.adapt_loop import TensorSet
+
+    y_occ = np.where(occ >= 0, occ, np.nan).astype(np.float32)
+    y = np.concatenate([y_occ, np.asarray(inten, np.float32)], 1)
+    return TensorSet(to_tensor(crops), torch.from_numpy(y))
+
+
+def _labels_for_model(model, aus: list[str], intensity_aus: list[str], occ: np.ndarray, inten: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    o = np.full((len(occ), len(model.aus)), -1, np.int8)
+    for j, au in enumerate(model.aus):
+        if au in aus:
+            o[:, j] = occ[:, aus.index(au)]
+    i = np.full((len(occ), len(model.intensity_aus)), np.nan, np.float32)
+    for j, au in enumerate(model.intensity_aus):
+        if au in intensity_aus:
+            i[:, j] = inten[:, intensity_aus.index(au)]
+    return o, i
+
+
+def _replay_set(model, replay: dict | None):
+    if not replay or not len(replay.get("images", [])):
+        return None
+    return _tensor_set(replay["images"], np.asarray(replay["occ"]), np.asarray(replay["intensity"], np.float32))
+
+
+def calibration_shift(ref_logits: np.ndarray, replay_logits: np.ndarray, replay_occ: np.ndarray) -> np.ndarray:
+    """(n_aus,) logit shift: the person's neutral response (median logit on the references) minus the
+    base model's typical AU-absent response (median logit on AU-negative replay frames); an AU with no
+    negatives in the buffer is not shifted."""
+    shift = np.zeros(ref_logits.shape[1], np.float64)
+    for j in range(ref_logits.shape[1]):
+        neg = replay_occ[:, j] == 0
+        if neg.any() and len(ref_logits):
+            shift[j] = float(np.median(ref_logits[:, j]) - np.median(replay_logits[neg, j]))
+    return shift
+
+
+def confusion(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
+    """tp, fp, fn, tn, n, n_pos, f1, auc of one AU over known labels (y >= 0)."""
+    from au_models.metrics import f1_score, roc_auc
+
+    known = y >= 0
+    t, p = y[known] == 1, prob[known] >= threshold
+    return {
+        "n": int(known.sum()), "n_pos": int(t.sum()),
+        "tp": int((t & p).sum()), "fp": int((~t & p).sum()), "fn": int((t & ~p).sum()), "tn": int((~t & ~p).sum()),
+        "f1": f1_score(y, (prob >= threshold).astype(int)), "auc": roc_auc(y, prob),
+    }  # fmt: skip
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def adapt_with_synthesis(cell: dict, checkpoint: str, references: list[np.ndarray]):
+    """Stage 5: :func:`fewshot.adapt.adapt_person` on the reference images (uint8 RGB); the adapted model."""
+    import dataclasses
+
+    from fewshot.adapt import AdaptConfig, adapt_person  # noqa: PLC0415 - stage 5, optional at import time
+
+    names = {f.name for f in dataclasses.fields(AdaptConfig)}
+    opts = {k: v for k, v in (cell.get("adapt") or {}).items() if k in names}
+    opts.update(strategy=cell["strategy"], plasticity=float(cell["plasticity"]), seed=int(cell["seed"]))
+    if "generator" in names:
+        opts["generator"] = cell["generator"]
+    result = adapt_person(references, base=checkpoint, config=AdaptConfig(**opts), out_dir=None, progress=False)
+    return result.model
+
+
+# -- the cell --------------------------------------------------------------------------------------
+def _read_cache(path: str | Path):
+    """(AlignedSet over every row, lazily read; ok (N,) bool) of an aligned cache."""
+    import h5py
+
+    from au_models.cache import load_aligned
+
+    data = load_aligned(path, in_memory=False, only_ok=False)
+    with h5py.File(path, "r") as f:
+        ok = np.asarray(f["ok"], bool)
+    return data, ok
+
+
+def _seeded_sample(rows: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if n <= 0 or len(rows) <= n:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
+
+
+@CELL_KINDS.register("per_identity", "k references of one test subject -> adapt -> evaluate on the subject and on the fold's other test subjects")
+def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
+    """Run the protocol of the module docstring for one cell; one row per evaluated AU."""
+    import torch
+
+    from au_models.align import canonical_template
+    from au_models.checkpoint import load_checkpoint, versions
+
+    t_start = time.perf_counter()
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    torch.set_num_threads(int(ctx.get("threads", 1)))
+    protocol = {**PROTOCOL_DEFAULTS, **(cell.get("protocol") or {})}
+    adapt = {**ADAPT_DEFAULTS, **(cell.get("adapt") or {})}
+    subject, k, seed, strategy = str(cell["subject"]), int(cell["k"]), int(cell["seed"]), cell["strategy"]
+    base, meta = load_checkpoint(ctx["checkpoint"])
+    data, ok = _read_cache(ctx["cache"])
+    index = pd.read_parquet(ctx["index"])
+    if len(index) != len(ok):
+        raise ConfigError(f"{ctx['index']}: {len(index)} rows but the cache {ctx['cache']} has {len(ok)}; delete the run's prepared/ folder")
+    subjects = index["subject"].astype(str).to_numpy()
+
+    rows = np.flatnonzero((subjects == subject) & ok)
+    residual = None
+    if protocol["reference"] == "neutral" and len(rows):
+        residual = neutral_residuals(data.landmarks[rows], data.align.crop_size, canonical_template(data.align))
+    refs = choose_references(index, rows, residual, k, protocol, subject)
+    if len(refs) < k:
+        raise ConfigError(f"k: subject {subject} has {len(rows)} usable frame(s), fewer than k={k}")
+    self_rows = rows if protocol["eval_includes_references"] else np.setdiff1d(rows, refs)
+    self_rows = _seeded_sample(self_rows, int(protocol["max_eval_frames"]), 7 * int(cell["fold"]) + 1)
+    others = [s for s in ctx["test_subjects"] if s != subject]
+    other_rows = np.flatnonzero(np.isin(subjects, others) & ok)
+    other_rows = _seeded_sample(other_rows, int(protocol["max_other_frames"]), int(cell["fold"])) if protocol["max_other_frames"] else other_rows[:0]
+
+    ref_set = data.subset(refs)
+    aus = [a for a in ctx["aus"] if a in base.aus]
+    t_adapt = time.perf_counter()
+    model = copy.deepcopy(base)
+    shift = None
+    if strategy == "generic":
+        pass
+    elif strategy == "calibration":
+        replay = meta.get("replay")
+        if not replay or not len(replay["images"]):
+            raise ConfigError(f"strategies: calibration needs a base checkpoint with a replay buffer; {ctx['checkpoint']} has none")
+        ref_logits = model_logits(base, ref_set.take_images(np.arange(len(refs))), ref_set.landmarks)
+        shift = calibration_shift(ref_logits, model_logits(base, replay["images"], replay["landmarks"]), np.asarray(replay["occ"]))
+    elif cell["generator"] == NO_SYNTHESIS:
+        from fewshot.adapt_loop import run_adaptation
+
+        if protocol["reference_labels"] == "dataset":
+            occ, inten = _labels_for_model(base, ref_set.aus, ref_set.intensity_aus, ref_set.occ, ref_set.intensity)
+        else:  # assumed neutral: every AU absent, intensity 0
+            occ = np.zeros((len(refs), len(base.aus)), np.int8)
+            inten = np.zeros((len(refs), len(base.intensity_aus)), np.float32)
+        person = _tensor_set(ref_set.take_images(np.arange(len(refs))), occ, inten)
+        name, plasticity = ("naive", 1.0) if strategy == "finetune_real" else (strategy, float(cell["plasticity"]))
+        replay = None if strategy == "finetune_real" else _replay_set(base, meta.get("replay"))
+        model, _ = run_adaptation(
+            model, name, plasticity, person, replay, len(base.aus), len(base.intensity_aus), {}, epochs=int(adapt["epochs"]),
+            lr=float(adapt["lr"]), batch_size=int(adapt["batch_size"]), seed=seed, progress=False,
+        )  # fmt: skip
+    else:
+        from experiments.datasets.base import AUFrames
+
+        frames = AUFrames(str(cell["dataset"]), index.iloc[refs].reset_index(drop=True), list(ctx["aus"]), [], Path(str(cell["root"])))
+        references = [frames.load_image(i) for i in range(len(refs))]
+        frames.close()
+        model = adapt_with_synthesis(cell, ctx["checkpoint"], references)
+    seconds_adapt = time.perf_counter() - t_adapt
+
+    def probs(m, rows_: np.ndarray, with_shift: bool) -> np.ndarray:
+        sub = data.subset(rows_)
+        logits = model_logits(m, sub.take_images(np.arange(len(rows_))), sub.landmarks)
+        if with_shift and shift is not None:
+            logits = logits - shift[None, :]
+        return _sigmoid(logits)
+
+    label_cols = [data.aus.index(a) for a in aus]
+    out_rows = []
+    evals = {}
+    for tag, rr in (("", self_rows), ("_other", other_rows)):
+        y = data.occ[rr][:, label_cols] if len(rr) else np.zeros((0, len(aus)), np.int8)
+        pb = probs(base, rr, False) if len(rr) else np.zeros((0, len(base.aus)))
+        pa = probs(model, rr, True) if len(rr) else np.zeros((0, len(base.aus)))
+        evals[tag] = (y, pb, pa)
+    thr = float(protocol["threshold"])
+    seq, fr = index["sequence"].astype(str).to_numpy(), index["frame"].to_numpy()
+    ref_names = ";".join(f"{seq[r]}:{fr[r]}" for r in refs)
+    v = versions()
+    for j, au in enumerate(aus):
+        mj = base.aus.index(au)
+        row: dict[str, Any] = {"au": au}
+        for tag, (y, pb, pa) in evals.items():
+            yj = y[:, j] if len(y) else np.zeros(0, np.int8)
+            for name, val in confusion(yj, pa[:, mj] if len(pa) else np.zeros(0), thr).items():
+                row[f"{name}{tag}"] = val
+            for name, val in confusion(yj, pb[:, mj] if len(pb) else np.zeros(0), thr).items():
+                if name not in ("n", "n_pos"):
+                    row[f"{name}{tag}_base"] = val
+        out_rows.append(row)
+    df = pd.DataFrame(out_rows)
+    config_cols = {
+        "dataset": cell["dataset"], "fold": int(cell["fold"]), "subject": subject, "k": k, "generator": cell["generator"],
+        "strategy": strategy, "plasticity": np.nan if cell.get("plasticity") is None else float(cell["plasticity"]), "seed": seed,
+    }  # fmt: skip
+    for i, (c, val) in enumerate(config_cols.items()):
+        df.insert(i, c, val)
+    df.insert(0, "cell_id", cell_id(cell))
+    df["references"] = ref_names
+    df["n_references"] = len(refs)
+    df["n_other_subjects"] = len(others)
+    df["seconds_adapt"] = seconds_adapt
+    df["seconds_total"] = time.perf_counter() - t_start
+    df["started_at"] = started
+    for name, val in v.items():
+        df[f"v_{name}"] = val
+    return df
