@@ -329,6 +329,43 @@ def train_generator_cmd(
     typer.echo(f"{out}: refiner trained on {rep['n_pairs']} pairs, {epochs} epochs; L1 {rep['l1_warp']:.4f} (warp) -> {rep['l1_refined']:.4f} (refined) on the training pairs")
 
 
+experiment_app = typer.Typer(no_args_is_help=True, help="Batch experiments: run an adaptation grid, report its results.")
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("run")
+@friendly
+def experiment_run(
+    config: Path = typer.Argument(..., help="Experiment YAML (examples: experiments/configs/)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: the config's out, else runs/<name>)."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Cells run in parallel."),
+    backend: str = typer.Option("local", help="local (spawned processes) | ray (RAY_ADDRESS, else a local Ray instance)."),
+    progress: bool = typer.Option(False, "--progress/--quiet", help="Print each finished cell on stderr."),
+) -> None:
+    """Run every unfinished cell of an experiment grid (finished cells are kept and skipped)."""
+    from experiments.runner import run_experiment
+
+    s = run_experiment(config, out, workers=workers, backend=backend, progress=progress)
+    typer.echo(f"{s.results}: {s.n_cells} cells ({len(s.ran)} run, {len(s.skipped)} already done, {len(s.failed)} failed) in {s.seconds:.1f} s")
+    for cid, msg in s.failed.items():
+        typer.echo(f"failed {cid}: {msg} (see {s.run_dir / 'errors' / (cid + '.txt')})", err=True)
+    if s.failed:
+        raise typer.Exit(1)
+
+
+@experiment_app.command("report")
+@friendly
+def experiment_report(
+    results: Path = typer.Argument(..., help="results.parquet / results.csv, or a run folder."),
+    out: Path = typer.Option(Path("report"), "--out", "-o", help="Folder for the tables (CSV, Markdown) and plots (PNG)."),
+) -> None:
+    """Aggregate a results table: summary, per-AU generic vs adapted, forgetting, rigidity-plasticity."""
+    from experiments.report import write_report
+
+    paths = write_report(results, out)
+    typer.echo(f"{out}: {', '.join(sorted(p.name for p in paths.values()))}")
+
+
 @app.command()
 def backends() -> None:
     """List the registered backends of every kind."""

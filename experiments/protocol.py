@@ -20,9 +20,8 @@ Protocol of the ``per_identity`` cell kind:
    Their labels are unknown at deployment, so they are taken as neutral (every AU absent, intensity 0)
    unless ``reference_labels: dataset`` (an oracle, for ablations).
 2. **Adaptation** of the base model by the cell's strategy:
-   ``generic`` (the base model unchanged), ``calibration`` (OpenFace-style neutral calibration: each AU
-   logit is shifted by the median logit on the references minus the median logit on AU-negative frames
-   of the base model's replay buffer), ``finetune_real`` (plain fine-tuning on the k real frames alone,
+   ``generic`` (the base model unchanged), ``calibration`` (OpenFace-style neutral calibration on the
+   references, :func:`fewshot.adapt.calibrate_to_neutral` at full strength), ``finetune_real`` (plain fine-tuning on the k real frames alone,
    no synthesis, no replay), any continual-learning strategy of :data:`fewshot.strategies.STRATEGIES`
    with ``generator: none`` (that strategy over the real references, with the base replay buffer), and
    with a generator name, :func:`fewshot.adapt.adapt_person` (synthesis + continual learning, stage 5).
@@ -194,18 +193,6 @@ def _replay_set(model, replay: dict | None):
     return _tensor_set(replay["images"], np.asarray(replay["occ"]), np.asarray(replay["intensity"], np.float32))
 
 
-def calibration_shift(ref_logits: np.ndarray, replay_logits: np.ndarray, replay_occ: np.ndarray) -> np.ndarray:
-    """(n_aus,) logit shift: the person's neutral response (median logit on the references) minus the
-    base model's typical AU-absent response (median logit on AU-negative replay frames); an AU with no
-    negatives in the buffer is not shifted."""
-    shift = np.zeros(ref_logits.shape[1], np.float64)
-    for j in range(ref_logits.shape[1]):
-        neg = replay_occ[:, j] == 0
-        if neg.any() and len(ref_logits):
-            shift[j] = float(np.median(ref_logits[:, j]) - np.median(replay_logits[neg, j]))
-    return shift
-
-
 def confusion(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
     """tp, fp, fn, tn, n, n_pos, f1, auc of one AU over known labels (y >= 0)."""
     from au_models.metrics import f1_score, roc_auc
@@ -223,7 +210,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
-def adapt_with_synthesis(cell: dict, checkpoint: str, references: list[np.ndarray]):
+def adapt_with_synthesis(cell: dict, checkpoint: str, references: list[np.ndarray], threads: int = 1):
     """Stage 5: :func:`fewshot.adapt.adapt_person` on the reference images (uint8 RGB); the adapted model."""
     import dataclasses
 
@@ -234,7 +221,19 @@ def adapt_with_synthesis(cell: dict, checkpoint: str, references: list[np.ndarra
     opts.update(strategy=cell["strategy"], plasticity=float(cell["plasticity"]), seed=int(cell["seed"]))
     if "generator" in names:
         opts["generator"] = cell["generator"]
-    result = adapt_person(references, base=checkpoint, config=AdaptConfig(**opts), out_dir=None, progress=False)
+    if "threads" in names:
+        opts["threads"] = threads
+    if "reference_frames" in names:
+        opts["reference_frames"] = len(references)
+    # adapt_person re-reads reference frames for the profile fit: hand it files, not arrays
+    import tempfile
+
+    from fewshot.io import write_image
+
+    with tempfile.TemporaryDirectory(prefix="fewshot_refs_") as tmp:
+        for i, img in enumerate(references):
+            write_image(Path(tmp) / f"ref_{i:03d}.png", img)
+        result = adapt_person(tmp, base=checkpoint, config=AdaptConfig(**opts), out_dir=None, progress=False)
     return result.model
 
 
@@ -295,15 +294,12 @@ def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
     aus = [a for a in ctx["aus"] if a in base.aus]
     t_adapt = time.perf_counter()
     model = copy.deepcopy(base)
-    shift = None
     if strategy == "generic":
         pass
     elif strategy == "calibration":
-        replay = meta.get("replay")
-        if not replay or not len(replay["images"]):
-            raise ConfigError(f"strategies: calibration needs a base checkpoint with a replay buffer; {ctx['checkpoint']} has none")
-        ref_logits = model_logits(base, ref_set.take_images(np.arange(len(refs))), ref_set.landmarks)
-        shift = calibration_shift(ref_logits, model_logits(base, replay["images"], replay["landmarks"]), np.asarray(replay["occ"]))
+        from fewshot.adapt import calibrate_to_neutral
+
+        calibrate_to_neutral(model, ref_set.take_images(np.arange(len(refs))), ref_set.landmarks, strength=1.0)
     elif cell["generator"] == NO_SYNTHESIS:
         from fewshot.adapt_loop import run_adaptation
 
@@ -318,6 +314,7 @@ def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
         model, _ = run_adaptation(
             model, name, plasticity, person, replay, len(base.aus), len(base.intensity_aus), {}, epochs=int(adapt["epochs"]),
             lr=float(adapt["lr"]), batch_size=int(adapt["batch_size"]), seed=seed, progress=False,
+            backbone_params=lambda m: list(m.backbone.parameters()),
         )  # fmt: skip
     else:
         from experiments.datasets.base import AUFrames
@@ -325,23 +322,20 @@ def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
         frames = AUFrames(str(cell["dataset"]), index.iloc[refs].reset_index(drop=True), list(ctx["aus"]), [], Path(str(cell["root"])))
         references = [frames.load_image(i) for i in range(len(refs))]
         frames.close()
-        model = adapt_with_synthesis(cell, ctx["checkpoint"], references)
+        model = adapt_with_synthesis(cell, ctx["checkpoint"], references, int(ctx.get("threads", 1)))
     seconds_adapt = time.perf_counter() - t_adapt
 
-    def probs(m, rows_: np.ndarray, with_shift: bool) -> np.ndarray:
+    def probs(m, rows_: np.ndarray) -> np.ndarray:
         sub = data.subset(rows_)
-        logits = model_logits(m, sub.take_images(np.arange(len(rows_))), sub.landmarks)
-        if with_shift and shift is not None:
-            logits = logits - shift[None, :]
-        return _sigmoid(logits)
+        return _sigmoid(model_logits(m, sub.take_images(np.arange(len(rows_))), sub.landmarks))
 
     label_cols = [data.aus.index(a) for a in aus]
     out_rows = []
     evals = {}
     for tag, rr in (("", self_rows), ("_other", other_rows)):
         y = data.occ[rr][:, label_cols] if len(rr) else np.zeros((0, len(aus)), np.int8)
-        pb = probs(base, rr, False) if len(rr) else np.zeros((0, len(base.aus)))
-        pa = probs(model, rr, True) if len(rr) else np.zeros((0, len(base.aus)))
+        pb = probs(base, rr) if len(rr) else np.zeros((0, len(base.aus)))
+        pa = probs(model, rr) if len(rr) else np.zeros((0, len(base.aus)))
         evals[tag] = (y, pb, pa)
     thr = float(protocol["threshold"])
     seq, fr = index["sequence"].astype(str).to_numpy(), index["frame"].to_numpy()
