@@ -8,7 +8,8 @@ warped onto the target face):
 * ``shading``: low-frequency bulges and furrows (a raised cheek brightens its apex and shadows the
   infraorbital furrow), scaled linearly with the level;
 * ``texture``: high-frequency wrinkles (crow's feet, chin 'orange peel', glabella furrows, nose-bridge
-  wrinkles, nasolabial fold), scaled by ``level ** 1.3`` so they show at C-E more than at A.
+  wrinkles, nasolabial fold), scaled by ``level ** 0.6``: faint at A (a quarter of E's amplitude),
+  clearly there from C (two thirds).
 
 Strengths are the grid's ``sem_AUxx`` columns: a movement level 0..1 (FACS intensity through
 :func:`generators.aus.intensity_level`: A = 0.1 ... E = 1).
@@ -43,7 +44,7 @@ from . import warp as W
 CANONICAL = 256
 N_VARIANTS = 8
 SEMANTIC_AUS = ("AU04", "AU06", "AU09", "AU10", "AU17")
-TEXTURE_POWER = 1.3
+TEXTURE_POWER = 0.6
 
 # Mesh-point displacements at intensity E, in inter-ocular units (negative y = up).
 _INNER = {n: W.N_LANDMARKS + W.N_EXTRA + i for i, n in enumerate(W.INNER_NAMES)}
@@ -166,7 +167,8 @@ def _au06(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         lower = np.array([p[outer], *p[lid], p[inner]])
         furrow = lower + [0, 0.16 * iod]
         shade += _wrinkle(furrow, 0.09, width=2, normal_px=2.5) * 0.8
-        tex += _wrinkle(lower + [0, 0.1 * iod], 0.08, width=1)
+        tex += _wrinkle(lower + [0, 0.1 * iod], 0.16, width=1)
+        tex += _wrinkle(lower + [0, 0.2 * iod], 0.1, width=1)
         # crow's feet: a fan of folds from the outer corner
         n_lines = 5 + rng.integers(0, 3)
         angles = np.sort(rng.uniform(-0.7, 0.45, n_lines)) + rng.normal(0, 0.05, n_lines)
@@ -174,9 +176,9 @@ def _au06(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
             start = p[outer] + sgn * np.array([0.07, 0.0]) * iod
             length = iod * rng.uniform(0.16, 0.3)
             end = start + length * np.array([sgn * np.cos(a), np.sin(a)])
-            tex += _wrinkle(_arc(start, end, rng.uniform(-0.08, 0.08)), rng.uniform(0.18, 0.28))
+            tex += _wrinkle(_arc(start, end, rng.uniform(-0.08, 0.08)), rng.uniform(0.34, 0.46))
     m = region_masks()
-    tex += 0.05 * _bandpass_noise(rng, 0.8) * m["crows_feet"]
+    tex += 0.07 * _bandpass_noise(rng, 0.8) * m["crows_feet"]
     return shade * (1 - m["eyes"]), tex * (1 - m["eyes"])
 
 

@@ -1,0 +1,278 @@
+"""Stage 3: the warp generator, semantic AU appearance, identity and landmark fidelity."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from fewshot.errors import ConfigError, InputError
+from fewshot.landmarks import apply_affine, normalized_error
+
+from .conftest import LONDON
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def profile(example_image):
+    from generators import fit_profile
+
+    return fit_profile(example_image)
+
+
+def rows_for(profile, specs, sem: dict | None = None) -> pd.DataFrame:
+    """Grid rows: specs = [(yaw, pitch, roll, {AU: intensity}), ...] at absolute pose (degrees)."""
+    from generators.aus import intensity_level
+
+    rows = []
+    for i, (yaw, pitch, roll, aus) in enumerate(specs):
+        lm = profile.landmarks_for(yaw, pitch, roll, aus)
+        row = {"sample_id": i, "seed": 11, "yaw": yaw, "pitch": pitch, "roll": roll, **aus}
+        row.update({f"tx_{k}": lm[k, 0] for k in range(68)})
+        row.update({f"ty_{k}": lm[k, 1] for k in range(68)})
+        for a in ("AU04", "AU06", "AU09", "AU10", "AU17"):
+            row[f"sem_{a}"] = float(intensity_level(aus.get(a, 0))) if (sem is None or a in sem) else 0.0
+        rows.append(row)
+    return pd.DataFrame(rows).fillna(0.0)
+
+
+def hf_energy(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean squared Laplacian-of-grey inside a (S, S) mask, per image."""
+    out = []
+    for im in images:
+        g = cv2.cvtColor(im, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        hp = g - cv2.GaussianBlur(g, (0, 0), 1.5)
+        out.append(float((hp**2 * mask).sum() / mask.sum()))
+    return np.array(out)
+
+
+# -- mesh and dense map ------------------------------------------------------------------------------
+
+def test_mesh_covers_the_crop_without_folds():
+    from generators import warp as W
+
+    m = W.mesh()
+    pts = W.template_points(128)
+    ids = W.rasterise(pts, m.triangles, np.arange(len(m.triangles)), 128)
+    assert (ids >= 0).all(), "the border points must close the mesh"
+    area = W._signed_area(pts[m.triangles])
+    assert (area[m.kind == 0] > 0).all(), "no skin triangle is folded in the template"
+    edges = {frozenset(e) for t in m.triangles[m.kind == 0] for e in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0]))}
+    for contour in (range(36, 42), range(42, 48), range(60, 68)):
+        c = list(contour)
+        assert all(frozenset((c[i], c[(i + 1) % len(c)])) in edges for i in range(len(c)))
+
+
+def test_dense_map_reproduces_each_triangle_affine():
+    from generators import warp as W
+
+    dst = np.array([[0, 0], [31, 0], [0, 31], [31, 31]], float)
+    src = dst * 2 + [5, 7]
+    tri = np.array([[0, 1, 2], [1, 3, 2]])
+    ids = W.rasterise(dst, tri, np.arange(2), 32)
+    mx, my = W.dense_map(ids, W.triangle_affines(dst, src, tri))
+    ys, xs = np.mgrid[0:32, 0:32]
+    assert np.allclose(mx, xs * 2 + 5, atol=1e-3) and np.allclose(my, ys * 2 + 7, atol=1e-3)
+
+
+def test_source_pose_renders_the_aligned_source(profile):
+    """Rendering the source's own landmarks at its own pose is the plain aligned crop."""
+    from generators import generate
+    from generators.warp import crop_transform
+
+    yaw, pitch, roll = profile.pose_degrees
+    rows = rows_for(profile, [(yaw, pitch, roll, {})])
+    b = generate(profile, rows, size=128)
+    lm = rows_for(profile, [(yaw, pitch, roll, {})])
+    target = np.stack([lm[[f"tx_{k}" for k in range(68)]].to_numpy()[0], lm[[f"ty_{k}" for k in range(68)]].to_numpy()[0]], -1)
+    M = crop_transform(target, 128)
+    ref = cv2.warpAffine(profile.image, M, (128, 128), flags=cv2.INTER_AREA)
+    face = np.zeros((128, 128), np.uint8)
+    cv2.fillConvexPoly(face, cv2.convexHull(np.round(apply_affine(M, target)).astype(np.int32)), 1)
+    diff = np.abs(b.images[0].astype(float) - ref.astype(float))[face.astype(bool)].mean()
+    assert diff < 6.0, diff
+    assert np.abs(b.landmarks[0] - apply_affine(M, target)).max() < 1e-3
+
+
+# -- the generator interface ----------------------------------------------------------------------------
+
+def test_generate_batch_records_and_determinism(profile):
+    from generators import GENERATORS, generate
+
+    assert {"warp", "warp+refiner"} <= set(GENERATORS.names())
+    specs = [(0, 0, 0, {}), (20, -10, 5, {"AU12": 4.0, "AU06": 3.0}), (-25, 10, 0, {"AU25": 4.0, "AU26": 4.0, "AU17": 0.0}),
+             (0, 0, 0, {"AU17": 5.0})]
+    rows = rows_for(profile, specs)
+    b = generate(profile, rows, size=96, full_frame=True)
+    assert b.images.shape == (4, 96, 96, 3) and b.images.dtype == np.uint8
+    assert b.landmarks.shape == (4, 68, 2) and b.frames is not None and b.frames.shape[0] == 4
+    r0, r1, r2, r3 = b.records
+    assert r0["semantic_aus"] == {} and r0["landmarks_aus"] == {}
+    assert r1["landmarks_aus"] == {"AU06": 3.0, "AU12": 4.0}
+    assert r1["semantic_aus"]["AU06"]["how"] == "procedural" and r1["semantic_aus"]["AU06"]["level"] > 0
+    assert r2["mouth_interior"] > 0.5, "parted lips get a mouth interior"
+    assert "AU17" in r3["semantic_aus"]
+    again = generate(profile, rows, size=96)
+    assert np.array_equal(again.images, b.images), "same rows, same pixels"
+    # the rendered landmarks are where the crop transform puts the targets
+    assert normalized_error(b.landmarks[0], b.landmarks[0]) == 0
+
+
+def test_bad_grids_fail_clearly(profile):
+    from generators import generate
+
+    rows = rows_for(profile, [(0, 0, 0, {"AU06": 3.0})])
+    with pytest.raises(ConfigError, match="tx_"):
+        generate(profile, rows.drop(columns=["tx_5"]))
+    bad = rows.copy()
+    bad["sem_AU06"] = 3.0  # FACS intensity where a 0..1 level belongs
+    with pytest.raises(ConfigError, match="0..1"):
+        generate(profile, bad)
+    with pytest.raises(ConfigError, match="unknown generator"):
+        generate(profile, rows, generator="nope")
+
+
+def test_closed_eyes_are_painted(profile):
+    from generators import generate
+
+    yaw, pitch, roll = profile.pose_degrees
+    b = generate(profile, rows_for(profile, [(yaw, pitch, roll, {}), (yaw, pitch, roll, {"AU43": 5.0})]), size=128)
+    assert b.records[1]["eyelids_painted"][0] > 0.5 and b.records[0]["eyelids_painted"] == [0.0, 0.0]
+    # the eye opening turns from dark iris/sclera contrast to flat lid skin
+    lm = b.landmarks[0]
+    x0, y0 = np.floor(lm[36:42].min(0)).astype(int)
+    x1, y1 = np.ceil(lm[36:42].max(0)).astype(int)
+    open_std = b.images[0][y0:y1, x0:x1].std()
+    closed_std = b.images[1][y0:y1, x0:x1].std()
+    assert closed_std < 0.8 * open_std
+
+
+@pytest.mark.parametrize("au,region", [("AU06", ("crows_feet", "infraorbital")), ("AU17", ("chin",))])
+def test_semantic_appearance_raises_high_frequency_energy(profile, au, region):
+    """Skin texture energy in the AU's region grows with intensity (0 < A < C < E); 0 changes nothing."""
+    from generators import generate
+    from generators.appearance import region_masks
+
+    yaw, pitch, roll = profile.pose_degrees
+    specs = [(yaw, pitch, roll, {au: float(i)}) for i in (0, 1, 3, 5)]
+    with_sem = generate(profile, rows_for(profile, specs), size=256)
+    no_sem = generate(profile, rows_for(profile, specs, sem={}), size=256)
+    masks = region_masks()
+    eyes = cv2.dilate(masks["eyes"], np.ones((9, 9), np.uint8))
+    m = np.maximum.reduce([masks[r] for r in region]) * (1 - np.clip(eyes, 0, 1))  # wrinkles, not lashes
+    e_sem, e_geo = hf_energy(with_sem.images, m), hf_energy(no_sem.images, m)
+    assert np.array_equal(with_sem.images[0], no_sem.images[0]), "intensity 0 renders no appearance"
+    ratio = e_sem / e_geo  # the semantic texture's share, with the landmark-driven change divided out
+    assert ratio[0] == 1.0 and ratio[1] >= 0.99 and ratio[1] < ratio[2] < ratio[3], ratio
+    assert ratio[2] > 1.3 and ratio[3] > 1.6, ratio  # C and E visibly textured
+    assert ratio[1] < ratio[2], ratio
+
+
+def test_learned_appearance_roundtrip_and_use(tmp_path, profile, london):
+    from generators import generate
+    from generators.appearance import fit_appearance_from_folders, load_appearance
+
+    ids = ["001", "002", "004"]
+    model = fit_appearance_from_folders(london / "neutral_front", london / "smiling_front", "AU06", 3.0, ids)
+    assert model.meta["trained_on"] == ids
+    shade = model.learned_shading["AU06"]
+    from generators.appearance import region_masks
+
+    cheeks = region_masks()["cheeks"] > 0.5
+    outside = region_masks()["AU06"] < 0.01
+    assert np.abs(shade[outside]).max() < 0.05 * np.abs(shade).max(), "learned only inside the AU6 mask"
+    assert shade[cheeks].mean() != 0 and model.texture_scale["AU06"] > 0
+    path = tmp_path / "au06.npz"
+    model.save(path)
+    back = load_appearance(path)
+    assert np.allclose(back.learned_shading["AU06"], shade, atol=1e-6)
+    yaw, pitch, roll = profile.pose_degrees
+    rows = rows_for(profile, [(yaw, pitch, roll, {"AU06": 4.0})])
+    learned = generate(profile, rows, size=128, appearance=str(path))
+    proc = generate(profile, rows, size=128)
+    assert learned.records[0]["semantic_aus"]["AU06"]["how"] == "learned:au06.npz"
+    assert not np.array_equal(learned.images, proc.images)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="appearance"):
+        load_appearance(bad)
+
+
+# -- identity and landmark fidelity on real identities -----------------------------------------------
+
+def _identity_run(ids, n):
+    from generators import design_grid, fit_profile, generate
+    from generators.quality import DlibFeatures, score_images
+
+    feats = DlibFeatures()
+    out = []
+    for i in ids:
+        prof = fit_profile(str(LONDON / "neutral_front" / f"{i}_03.jpg"))
+        grid = design_grid(prof, n=n, strategy="balanced", seed=0)
+        grid = grid[grid.yaw.abs() <= 32]
+        b = generate(prof, grid, size=256)
+        emb = feats.embed(prof.image, feats.detect(prof.image))
+        per, _ = score_images(b.images, b.landmarks, emb, feats)
+        per["id"] = i
+        out.append(per)
+    return pd.concat(out)
+
+
+def test_identity_and_landmark_fidelity_on_london(london):
+    df = _identity_run(["001", "012", "034"], 24)
+    assert df.detected.mean() >= 0.95
+    assert df.identity_ok.mean() >= 0.95, df.groupby("id").identity_ok.mean()
+    assert df.landmark_error.mean() < 0.06, df.landmark_error.describe()
+
+
+@pytest.mark.slow
+def test_identity_and_landmark_fidelity_all_london(london):
+    ids = sorted(p.stem.split("_")[0] for p in (london / "neutral_front").glob("*_03.jpg"))
+    df = _identity_run(ids, 200)
+    assert df.identity_ok.mean() >= 0.95
+    assert df.landmark_error.mean() < 0.06
+
+
+def test_generated_smile_is_closer_to_the_real_smile(london):
+    """Learn the smile (motion + AU6 appearance) on 6 identities, render 4 held-out people smiling
+    from their neutral photo: on average closer to their real smiling photo than the neutral photo
+    is, on re-detected landmarks and on cheek/eye pixels (scripts/stage3_checks.py smile does all 40)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("stage3_checks", Path(__file__).resolve().parents[1] / "scripts" / "stage3_checks.py")
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    from fewshot.analysis import Analyzer
+    from fewshot.io import read_image
+    from generators import fit_profile
+    from generators.appearance import fit_appearance_from_folders
+    from generators.render import WarpGenerator
+
+    det = Analyzer(embed=False)
+    train, test = ["001", "002", "004", "005", "006", "008"], ["012", "024", "034", "097"]
+    lmc = {}
+    for i in train + test:
+        for sub, k in (("neutral_front", "03"), ("smiling_front", "08")):
+            p = london / sub / f"{i}_{k}.jpg"
+            lmc[str(p)] = det.analyze_image(read_image(p))[0].landmarks
+    app = fit_appearance_from_folders(london / "neutral_front", london / "smiling_front", "AU06", 3.0, train, lmc)
+    motion = checks.smile_motion(train, lmc)
+    gen = WarpGenerator(app)
+    mask = checks.region_mask()
+    d = {"lm_gen": [], "lm_neu": [], "px_gen": [], "px_neu": []}
+    for i in test:
+        prof = fit_profile(read_image(london / "neutral_front" / f"{i}_03.jpg"), motion=motion)
+        p_smile = london / "smiling_front" / f"{i}_08.jpg"
+        real, real_lm = checks.aligned(read_image(p_smile), lmc[str(p_smile)])
+        neu, neu_lm = checks.aligned(prof.image, prof.landmarks)
+        b = gen.render(prof, checks.smile_row(prof, **{"a6": 3.0, "a12": 4.0, "a25": 2.0}), size=256)
+        gen_lm = det.analyze_image(b.images[0])[0].landmarks
+        d["lm_gen"].append(normalized_error(gen_lm, real_lm))
+        d["lm_neu"].append(normalized_error(neu_lm, real_lm))
+        d["px_gen"].append(checks.pixel_distance(b.images[0], real, mask))
+        d["px_neu"].append(checks.pixel_distance(neu, real, mask))
+    m = {k: float(np.mean(v)) for k, v in d.items()}
+    assert m["lm_gen"] < m["lm_neu"] and m["px_gen"] < m["px_neu"], m
