@@ -64,7 +64,7 @@ PROTOCOL_DEFAULTS: dict[str, Any] = {
     "reference_labels": "neutral",  # neutral (deployment: labels unknown) | dataset (oracle)
     "eval_includes_references": False,
     "max_eval_frames": 0,  # 0 = every other coded frame of the subject
-    "max_other_frames": 2000,  # forgetting sample from the fold's other test subjects (0 = none)
+    "max_other_frames": 2000,  # forgetting sample from the fold's other test subjects (0 = all, -1 = none)
     "threshold": 0.5,
 }
 ADAPT_DEFAULTS: dict[str, Any] = {"epochs": 5, "lr": 1e-3, "batch_size": 32}
@@ -288,7 +288,8 @@ def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
     self_rows = _seeded_sample(self_rows, int(protocol["max_eval_frames"]), 7 * int(cell["fold"]) + 1)
     others = [s for s in ctx["test_subjects"] if s != subject]
     other_rows = np.flatnonzero(np.isin(subjects, others) & ok)
-    other_rows = _seeded_sample(other_rows, int(protocol["max_other_frames"]), int(cell["fold"])) if protocol["max_other_frames"] else other_rows[:0]
+    max_other = int(protocol["max_other_frames"])
+    other_rows = other_rows[:0] if max_other < 0 else _seeded_sample(other_rows, max_other, int(cell["fold"]))
 
     ref_set = data.subset(refs)
     aus = [a for a in ctx["aus"] if a in base.aus]

@@ -170,7 +170,7 @@ def test_kill_9_midway_then_resume_redoes_nothing(local_run, bp4d_root, tmp_path
     ck = local_run / "base" / "bp4d_fold3.pt"
     out = tmp_path / "run"
     # slower cells (more epochs) so the kill lands midway
-    cfg = write_config(tmp_path / "c.yaml", bp4d_root, out, base={"checkpoint": str(ck)}, adapt={"epochs": 25, "batch_size": 8, "lr": 0.05})
+    cfg = write_config(tmp_path / "c.yaml", bp4d_root, out, base={"checkpoint": str(ck)}, adapt={"epochs": 12, "batch_size": 8, "lr": 0.05})
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "experiment", "run", str(cfg), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     cells = out / "cells"
