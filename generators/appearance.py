@@ -156,17 +156,18 @@ def region_masks() -> RegionMasks:
 # -- procedural fields -----------------------------------------------------------------------------
 
 def _au06(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    # Shading placed where the London neutral -> smiling pairs put it (see fit_appearance): the bulging
+    # cheek lit below the eye, its shadow against the nose wing (top of the nasolabial furrow), a
+    # darker nasojugal groove at the inner lower lid and the infraorbital furrow under the lid.
     p, iod = _tpl(), _iod()
     shade = np.zeros((CANONICAL, CANONICAL), np.float32)
     tex = np.zeros_like(shade)
-    for outer, inner, lid, sgn in ((36, 39, [41, 40], -1), (45, 42, [46, 47], 1)):
-        apex = p[lid].mean(0) * 0.45 + p[31 if sgn < 0 else 35] * 0.25 + p[2 if sgn < 0 else 14] * 0.3
-        shade += 0.10 * _gauss(apex, 0.2 * iod)  # raised cheek catches the light
-        shade -= 0.07 * _gauss(apex + [sgn * 0.12 * iod, 0.34 * iod], (0.22 * iod, 0.1 * iod))  # its lower edge
-        # infraorbital furrow: an arc under the lower lid, lid bulge above it
+    for outer, inner, lid, wing, sgn in ((36, 39, [41, 40], 31, -1), (45, 42, [46, 47], 35, 1)):
+        shade += 0.055 * _gauss(p[wing] + np.array([sgn * 0.38, -0.16]) * iod, 0.12 * iod)
+        shade -= 0.14 * _gauss(p[wing] + np.array([sgn * 0.18, -0.04]) * iod, (0.055 * iod, 0.11 * iod))
+        shade -= 0.06 * _gauss(p[inner] + np.array([sgn * 0.02, 0.13]) * iod, 0.07 * iod)
         lower = np.array([p[outer], *p[lid], p[inner]])
-        furrow = lower + [0, 0.16 * iod]
-        shade += _wrinkle(furrow, 0.09, width=2, normal_px=2.5) * 0.8
+        shade += _wrinkle(lower + [0, 0.13 * iod], 0.05, width=2, normal_px=2.5)
         tex += _wrinkle(lower + [0, 0.1 * iod], 0.16, width=1)
         tex += _wrinkle(lower + [0, 0.2 * iod], 0.1, width=1)
         # crow's feet: a fan of folds from the outer corner

@@ -1,6 +1,6 @@
 """Optional neural refiner behind the 'warp+refiner' generator (off by default; imports torch).
 
-A small conditional U-Net (about 0.1 M parameters) takes the warped crop, heatmaps of the target
+A small conditional U-Net (about 0.1 M parameters at 24 channels) takes the warped crop, heatmaps of the target
 landmarks (5 channels: brows, eyes, nose, mouth, jaw) and one constant plane per conditioning AU,
 and predicts a bounded residual added to the warped crop. It is trained on pairs of photos of the same
 people (e.g. the London neutral -> smiling pairs): the neutral photo warped onto the real smile's
@@ -54,7 +54,7 @@ def build_net():
             return x + self.body(x)
 
     class RefinerNet(nn.Module):
-        def __init__(self, c: int = 32) -> None:
+        def __init__(self, c: int = 24) -> None:
             super().__init__()
             self.inp = nn.Sequential(nn.Conv2d(N_IN, c, 3, padding=1), nn.SiLU())
             self.down = nn.Sequential(nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.SiLU())
