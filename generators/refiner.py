@@ -171,8 +171,21 @@ def training_pairs(without: str | Path, with_: str | Path, size: int, identities
 
 
 def train_refiner(inputs: np.ndarray, landmarks: np.ndarray, aus: np.ndarray, targets: np.ndarray, out: str | Path,
-                  epochs: int = 3, batch: int = 8, lr: float = 2e-3, seed: int = 0) -> dict:
-    """Fit the refiner (L1 inside the face hull, horizontal-flip augmentation); saves to ``out``."""
+                  epochs: int = 3, batch: int = 8, lr: float = 2e-3, seed: int = 0, threads: int | None = None) -> dict:
+    """Fit the refiner (L1 inside the face hull, horizontal-flip augmentation); saves to ``out``.
+    ``threads``: torch CPU threads while training (restored after); 1 is fastest on a busy 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _train(inputs, landmarks, aus, targets, out, epochs, batch, lr, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(inputs, landmarks, aus, targets, out, epochs, batch, lr, seed) -> dict:
     import cv2
     import torch
 
