@@ -18,6 +18,7 @@ The file is a ``torch.save`` dict read back with ``weights_only=True`` (no pickl
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def save_checkpoint(path: str | Path, model: AUModel, meta: dict | None = None, 
     p = Path(path)
     with atomic_path(p) as tmp:
         torch.save(blob, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a model file is shared data, not a private temp file
     return p
 
 

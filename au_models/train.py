@@ -6,8 +6,8 @@
 
 Losses (unknown labels masked out): AU occurrence = BCE-with-logits with per-AU ``pos_weight`` =
 #negatives / #positives of the training labels (clipped to ``max_pos_weight``); AU intensity = smooth L1
-on the 0..5 scale; expression = cross-entropy. Early stopping watches the validation macro F1 (or, with
-no occurrence labels, minus the validation loss) on a subject-exclusive validation set. With a
+on the 0..5 scale; expression = cross-entropy. Early stopping watches the validation macro AUC (else macro F1, else
+minus the validation loss) on a subject-exclusive validation set. With a
 ``checkpoint_dir`` the full training state is written after every epoch and a re-run continues from it.
 CPU runs are deterministic for a seed.
 """
@@ -284,7 +284,8 @@ def train(
             row["val_loss"] = _val_loss(model, val_data, pw, cfg)
             summary = summarize(evaluate(model, val_data))
             row["val_macro_f1"], row["val_macro_auc"] = summary["macro_f1"], summary["macro_auc"]
-            score = row["val_macro_f1"] if np.isfinite(row["val_macro_f1"]) else -row["val_loss"]
+            # AUC is threshold-free, so it ranks epochs more stably than F1 at 0.5
+            score = next((v for v in (row["val_macro_auc"], row["val_macro_f1"]) if np.isfinite(v)), -row["val_loss"])
         else:
             score = float(epoch)  # no validation: keep the last epoch
         row["seconds"] = time.perf_counter() - t0

@@ -346,3 +346,24 @@ def test_train_base_cli_then_predict_on_the_example_photo(bp4d_root, tmp_path):
     assert df[[c for c in df.columns if c.startswith("expr_")]].sum(1)[0] == pytest.approx(1.0, abs=1e-3)
     r = runner.invoke(app, ["predict", str(example_photo()), "--model", str(tmp_path / "nope.pt")])
     assert r.exit_code == 2 and "no such model file" in r.output
+
+
+def test_shipped_base_model_card_and_smile(example_image):
+    from au_models import base_model_path
+    from au_models.checkpoint import load_checkpoint
+    from au_models.predict import predict
+    from fewshot.data import example_photo
+
+    path = base_model_path()
+    if not path.is_file():
+        pytest.skip("au_models/data/base.pt not built (python scripts/make_base_model.py)")
+    assert path.stat().st_size < 20e6
+    model, meta = load_checkpoint(path)
+    prov = meta["provenance"]
+    assert {"AU06", "AU12"} <= set(model.aus) and prov["seed"] == 0
+    assert not set(prov["test_subjects"]) & set(prov["train_subjects"]) and not set(prov["val_subjects"]) & set(prov["train_subjects"])
+    assert prov["metrics"]["real_auc_AU12"] >= 0.75  # held-out identities' real smiling vs neutral photos
+    assert meta["replay"]["images"].shape[1:] == (112, 112, 3)
+    p = {k: predict(model, example_photo(k)) for k in ("neutral", "smiling")}  # identity 001 (a training identity)
+    assert p["smiling"].AU12_p[0] > p["neutral"].AU12_p[0] + 0.3 and p["smiling"].AU12_c[0] == 1
+    assert p["smiling"].expression[0] == "happy"
