@@ -232,9 +232,10 @@ def _train(inputs, landmarks, aus, targets, out, epochs, batch, lr, seed) -> dic
     return {"n_pairs": len(inputs), "l1_warp": base, "l1_refined": refined}
 
 
-def train_refiner_from_folders(without, with_, out, epochs: int = 3, size: int = 128, identities=None, seed: int = 0) -> dict:
+def train_refiner_from_folders(without, with_, out, epochs: int = 3, size: int = 128, identities=None, seed: int = 0, threads: int = 1) -> dict:
+    """``fewshot train-generator``: :func:`training_pairs` then :func:`train_refiner`."""
     x, lm, a, t = training_pairs(without, with_, size, identities)
-    return train_refiner(x, lm, a, t, out, epochs=epochs, seed=seed)
+    return train_refiner(x, lm, a, t, out, epochs=epochs, seed=seed, threads=threads)
 
 
 @GENERATORS.register("warp+refiner", "the warp generator followed by a small trained conditional U-Net (needs --refiner; torch)")

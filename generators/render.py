@@ -250,13 +250,15 @@ class WarpGenerator(Generator):
     def __init__(self, appearance: AppearanceModel | str | None = None, full_frame_max_side: int = 1024) -> None:
         self.appearance = appearance if isinstance(appearance, AppearanceModel) else load_appearance(appearance)
         self.full_frame_max_side = full_frame_max_side
-        self._cache: dict[tuple[int, int], WarpRenderer] = {}
+        self._cache: dict[int, tuple[Any, WarpRenderer]] = {}
 
     def renderer(self, profile: Any, size: int) -> WarpRenderer:
-        key = (id(profile), size)
-        if key not in self._cache:
-            self._cache = {key: WarpRenderer(prepare_source(profile, size), self.appearance, self.name)}
-        return self._cache[key]
+        """The renderer of one profile at one crop size (the last one is kept: a grid is rendered in
+        chunks of the same profile)."""
+        cached = self._cache.get(size)
+        if cached is None or cached[0] is not profile:
+            self._cache = {size: (profile, WarpRenderer(prepare_source(profile, size), self.appearance, self.name))}
+        return self._cache[size][1]
 
     def render(self, profile: Any, rows: pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
         t = parse_rows(rows)

@@ -76,6 +76,8 @@ def _open_h5(path: Path, mode: str):
 
 @dataclass
 class SynthesisReport:
+    """What one synthesize call did: chunks rendered now, chunks found done, wall time."""
+
     path: Path
     n: int
     chunks_total: int
@@ -83,13 +85,6 @@ class SynthesisReport:
     chunks_skipped: int
     seconds: float
     contact_sheet: Path | None
-
-    @property
-    def images_per_second(self) -> float:
-        done = min(self.n, self.chunks_rendered * self._chunk) if self.chunks_rendered else 0
-        return done / self.seconds if self.seconds > 0 else 0.0
-
-    _chunk: int = 64
 
 
 def synthesize(
@@ -202,9 +197,7 @@ def synthesize(
     sheet = None
     if contact_sheet and complete:
         sheet = write_contact_sheet(out)
-    rep = SynthesisReport(out, n, n_chunks, rendered, skipped, time.time() - t0, sheet)
-    rep._chunk = chunk
-    return rep
+    return SynthesisReport(out, n, n_chunks, rendered, skipped, time.time() - t0, sheet)
 
 
 def _attr(v):
