@@ -7,8 +7,8 @@
 ``aligned.h5`` layout (N faces, crop side S, A occurrence AUs, I intensity AUs):
 
 - ``images`` (N, S, S, 3) uint8 RGB aligned crops, chunked (64 faces), gzip-free for speed;
-- ``landmarks`` (N, 68, 2) float32 in crop pixels (NaN missing); ``ok`` (N,) bool (False: the face could
-  not be aligned or found; its crop is black and training skips it);
+- ``landmarks`` (N, 68, 2) float32 in crop pixels (NaN missing); ``ok`` (N,) bool (False: the frame could
+  not be read, or the face not found or aligned; its crop is black and training skips it);
 - ``occ`` (N, A) int8 1/0/-1, attribute ``aus``; ``intensity`` (N, I) float32 0..5 NaN unknown, attribute
   ``intensity_aus``; ``expr`` (N,) int8 index into ``expressions`` attribute, -1 unknown;
 - ``subject``, ``sequence`` (N,) strings; ``frame`` (N,) int64;
@@ -192,11 +192,18 @@ def build_cache(
             bar = tqdm(total=n, initial=done, desc=f"align {frames.name}", unit="face", file=sys.stderr, dynamic_ncols=True)
         from fewshot.landmarks import STABLE
 
+        skipped: list[str] = []
         for start in range(done, n, CHUNK):
             rows = range(start, min(n, start + CHUNK))
             imgs, lms = [], []
             for i in rows:
-                img = frames.load_image(i)
+                try:
+                    img = frames.load_image(i)
+                except InputError as e:  # a missing / unreadable frame: recorded as ok=False, not fatal
+                    skipped.append(f"{i}: {e}")
+                    imgs.append(np.zeros((1, 1, 3), np.uint8))
+                    lms.append(np.full((68, 2), np.nan))
+                    continue
                 lm = lm_all[i].astype(np.float64)
                 have = np.isfinite(lm[STABLE]).all(1).sum()
                 if landmarks == "detect" or (landmarks == "auto" and have < 3):
@@ -218,6 +225,10 @@ def build_cache(
         if bar is not None:
             bar.close()
         frames.close()
+        if skipped:
+            import warnings
+
+            warnings.warn(f"{frames.name}: {len(skipped)} frame(s) could not be read and are marked ok=False (first: {skipped[0]})", stacklevel=2)
     os.replace(partial, out)
     return out
 

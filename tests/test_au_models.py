@@ -367,3 +367,21 @@ def test_shipped_base_model_card_and_smile(example_image):
     p = {k: predict(model, example_photo(k)) for k in ("neutral", "smiling")}  # identity 001 (a training identity)
     assert p["smiling"].AU12_p[0] > p["neutral"].AU12_p[0] + 0.3 and p["smiling"].AU12_c[0] == 1
     assert p["smiling"].expression[0] == "happy"
+
+
+def test_cache_marks_unreadable_frames_and_training_skips_them(bp4d_root, tmp_path):
+    import shutil
+
+    from au_models.cache import build_cache, load_aligned
+    from experiments.datasets import load_dataset
+
+    root = tmp_path / "BP4D"
+    shutil.copytree(bp4d_root, root)
+    frames = load_dataset("bp4d", root)
+    victim = frames.table.image_path[3]
+    assert victim
+    open(victim, "wb").close()  # an empty (unreadable) frame file
+    with pytest.warns(UserWarning, match="1 frame"):
+        cache = build_cache(frames, tmp_path / "a.h5", AlignConfig(crop_size=32), progress=False)
+    assert len(load_aligned(cache)) == len(frames) - 1
+    assert len(load_aligned(cache, only_ok=False)) == len(frames)
