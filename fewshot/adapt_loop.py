@@ -165,6 +165,10 @@ def run_adaptation(
     for (stage, _, n_ep), exp in zip(streams, bm.train_stream):
         seed_everything(seed + 7919 * len(curves))
         template.train_epochs = n_ep
+        # consolidation is rehearsal of what the base model already fits: small steps, so it measures
+        # importance (EWC's Fisher, SI's path) without moving the model much
+        for g in optimizer.param_groups:
+            g["lr"] = lr * strat.lr_scale(plasticity) * (0.1 if stage == "base" else 1.0)
         curve_plugin.stage, curve_plugin.epoch = stage, 0
         template.train(exp, num_workers=0)
     for p in model.parameters():

@@ -1,0 +1,179 @@
+"""Stage 5: `adapt_person` / `fewshot adapt` end to end on the shipped example photo with a tiny base
+model trained here on synthetic data of two other people (so the test does not depend on the shipped
+base model), plus the strategies' rigidity ordering and determinism."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+AUS = ["AU01", "AU04", "AU06", "AU12", "AU25"]
+
+
+def _synthetic_set(photo, seed, n, align):
+    from au_models.align import align_faces
+    from generators import design_grid, fit_profile
+    from generators.render import generate
+
+    prof = fit_profile(str(photo))
+    grid = design_grid(prof, n=n, strategy="balanced", aus=AUS, seed=seed)
+    batch = generate(prof, grid, size=96)
+    crops, lm, ok = align_faces(batch.images, batch.landmarks, align)
+    occ = (grid[AUS].to_numpy() >= 1).astype(np.int8)
+    return crops[ok], lm[ok], occ[ok], grid[["AU06", "AU12"]].to_numpy(np.float32)[ok]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, example_image):
+    """A compact model over 5 AUs, 56 px crops, trained 30 epochs (to convergence on its own data, so forgetting is measurable) on synthetic faces of the shipped
+    smiling photo mirrored (another "person" than the neutral photo adapted to)."""
+    from au_models.align import AlignConfig
+    from au_models.cache import AlignedSet
+    from au_models.checkpoint import save_checkpoint
+    from au_models.model import AUModel
+    from au_models.train import TrainConfig, replay_buffer, train
+    from fewshot.data import example_photo
+    from fewshot.io import write_image
+
+    d = tmp_path_factory.mktemp("base")
+    other = d / "other.jpg"
+    from fewshot.io import read_image
+
+    write_image(other, read_image(example_photo("smiling"))[:, ::-1])
+    align = AlignConfig(crop_size=56)
+    c, lm, occ, inten = _synthetic_set(other, 1, 200, align)
+    n = len(c)
+    subj = np.array(["a"] * (n // 2) + ["b"] * (n - n // 2))
+    mk = lambda m: AlignedSet(images=c[m], landmarks=lm[m], occ=occ[m], intensity=inten[m], expr=np.full(m.sum(), -1),  # noqa: E731
+                              subjects=subj[m], aus=AUS, intensity_aus=["AU06", "AU12"], align=align)
+    torch.manual_seed(0)
+    model = AUModel("compact", aus=AUS, intensity_aus=["AU06", "AU12"], align=align)
+    res = train(model, mk(subj == "a"), mk(subj == "b"), TrainConfig(epochs=30, lr=3e-3, progress=False, patience=30, augment=False))
+    path = d / "tiny_base.pt"
+    save_checkpoint(path, res.model, {"occurrence_threshold": 1.0}, replay=replay_buffer(mk(subj == "a"), 64))
+    return path
+
+
+def _cfg(**kw):
+    from fewshot.adapt import AdaptConfig
+
+    base = dict(grid_size=60, epochs=2, render_size=96, batch_size=16, seed=3)
+    base.update(kw)
+    return AdaptConfig(**base)
+
+
+def test_adapt_writes_outputs_and_loads_in_predict(tiny_base, tmp_path):
+    from au_models.checkpoint import load_checkpoint
+    from fewshot.adapt import adapt_person
+    from fewshot.data import example_photo
+
+    out = tmp_path / "adapted"
+    res = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="lwf"), out_dir=out, progress=False)
+    for f in ("model.pt", "report.json", "synthetic.png", "curves.png", "curves.csv"):
+        assert (out / f).is_file(), f
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["strategy"] == {"name": "lwf", "parameter": "alpha", "value": 2.0}
+    assert rep["synthetic"]["train"] + rep["synthetic"]["holdout"] == rep["synthetic"]["rendered"] > 40
+    assert {"base_macro_f1_before", "base_macro_f1_after", "drop"} <= set(rep["rigidity"])
+    assert [s["stage"] for s in rep["stages"]][:3] == ["load base model", "analyse", "design grid"]
+    model, meta = load_checkpoint(out / "model.pt")
+    assert meta["adaptation"]["strategy"]["name"] == "lwf"
+    assert "replay" in meta  # an adapted model can be adapted again
+    # the adapted model predicts like any other (stage 4's predict on a real photo)
+    from au_models.predict import predict
+
+    df = predict(out / "model.pt", example_photo())
+    assert {"AU12_c", "AU12_r", "AU01_c"} <= set(df.columns) and len(df) == 1
+
+
+def test_same_seed_same_weights_and_report(tiny_base):
+    from fewshot.adapt import adapt_person
+    from fewshot.data import example_photo
+
+    a = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="ewc"), progress=False)
+    b = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="ewc"), progress=False)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    strip = lambda r: {k: v for k, v in r.items() if k != "stages"}  # noqa: E731
+    assert json.dumps(strip(a.report), default=str) == json.dumps(strip(b.report), default=str)
+    c = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="ewc", seed=4), progress=False)
+    assert not all(torch.equal(sa[k], c.model.state_dict()[k]) for k in sa)
+
+
+def test_rigid_strategies_forget_less_than_naive(tiny_base):
+    """High-rigidity EWC and replay keep more of the base model's validation F1 than plastic naive
+    fine-tuning on the same person data (same seed, grid and epochs)."""
+    from fewshot.adapt import adapt_person
+    from fewshot.data import example_photo
+
+    def drop(strategy, p):
+        r = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy=strategy, plasticity=p, epochs=5, lr=2e-3), progress=False)
+        return r.report["rigidity"]["drop"], r.model
+
+    d_naive, m_naive = drop("naive", 1.0)
+    d_ewc, m_ewc = drop("ewc", 0.0)
+    d_replay, m_replay = drop("replay", 0.0)
+
+    from au_models.checkpoint import load_checkpoint
+
+    base, _ = load_checkpoint(tiny_base)
+    ref = dict(base.named_parameters())
+    dist = lambda m: sum((p.detach() - ref[k].detach()).pow(2).sum().item() for k, p in m.named_parameters()) ** 0.5  # noqa: E731
+    # the weights move less under EWC's penalty, and the base validation F1 drops less
+    assert dist(m_ewc) < dist(m_naive)
+    assert d_ewc <= d_naive + 1e-9 and d_replay <= d_naive + 1e-9, (d_naive, d_ewc, d_replay)
+
+
+def test_calibration_lowers_neutral_response(tiny_base):
+    from au_models.align import align_faces
+    from fewshot.adapt import adapt_person, calibrate_to_neutral
+    from fewshot.analysis import Analyzer
+    from fewshot.data import example_photo
+    from fewshot.io import read_image
+    from au_models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(tiny_base)
+    img = read_image(example_photo())
+    lm = Analyzer(embed=False).analyze_image(img)[0].landmarks
+    crops, clm, _ = align_faces([img], lm[None], model.align)
+    before = model.predict_arrays(crops, clm)["occ_prob"][0]
+    calibrate_to_neutral(model, crops, clm, strength=1.0, target_prob=0.1)
+    after = model.predict_arrays(crops, clm)["occ_prob"][0]
+    assert np.all(after <= np.maximum(before, 0.1) + 1e-5)
+    assert np.all(after <= 0.1 + 1e-4)
+    res = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="calibration"), progress=False)
+    assert res.report["calibration"]["occ_logit_shift"].keys() == set(AUS)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_adapt_bad_inputs_exit_2_and_leave_nothing(tiny_base, tmp_path):
+    out = tmp_path / "out"
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    p = run_cli("adapt", "--photo", str(bad), "--base", str(tiny_base), "--out", str(out))
+    assert p.returncode == 2 and "broken.jpg" in p.stderr and "Traceback" not in p.stderr
+    import cv2
+
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((200, 200, 3), 90, np.uint8))
+    p = run_cli("adapt", "--photo", str(wall), "--base", str(tiny_base), "--out", str(out))
+    assert p.returncode == 2 and "no face" in p.stderr and "Traceback" not in p.stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"PK\x03\x04 truncated")
+    p = run_cli("adapt", "--base", str(junk), "--out", str(out))
+    assert p.returncode == 2 and "junk.pt" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("adapt", "--base", str(tiny_base), "--strategy", "magic", "--out", str(out))
+    assert p.returncode == 2 and "magic" in p.stderr
+    assert not out.exists()
+    assert not [q for q in tmp_path.iterdir() if q.name.endswith(".partial")]
