@@ -42,10 +42,10 @@ class AdaptConfig:
 
     strategy: str = DEFAULT_STRATEGY
     plasticity: float = 0.5  # 0 = keep the base model, 1 = learn the person freely
-    grid_size: int = 240
+    grid_size: int = 200
     grid_strategy: str = "balanced"
     render_size: int = 128  # synthesis resolution; the model's own crop size is applied after
-    epochs: int = 4
+    epochs: int = 3
     lr: float = 1e-3
     batch_size: int = 32
     holdout: float = 0.2  # share of synthetic rows kept for the plasticity metrics
@@ -334,7 +334,9 @@ def adapt_person(
 
     faces, frames, source = _reference_faces(references, config.reference_frames)
     stages.mark("analyse")
-    profile = fit_profile(faces if len(faces) > 1 else faces[:1])
+    # the profile's reference is the most frontal face; hand its pixels over (arrays have no file)
+    ref_i = int(np.argmin([float(np.abs(f.pose.rotation[:2]).sum()) for f in faces]))
+    profile = fit_profile(faces, image=frames[ref_i])
     grid = design_grid(profile, n=config.grid_size, strategy=config.grid_strategy, aus=grid_aus, seed=config.seed)
     stages.mark("design grid")
     batch = generate(profile, grid, size=config.render_size)
