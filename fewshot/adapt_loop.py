@@ -126,7 +126,7 @@ def run_adaptation(
             self.stage, self.losses, self.epoch = "", [], 0
 
         def after_training_iteration(self, s, **kw):
-            self.losses.append(float(s.loss))
+            self.losses.append(float(s.loss.detach()))
 
         def after_training_epoch(self, s, **kw):
             self.epoch += 1
