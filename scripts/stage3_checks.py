@@ -173,7 +173,7 @@ def cmd_identity(args) -> None:
     feats = DlibFeatures()
     out = []
     t0 = time.time()
-    for i in ids()[: args.ids]:
+    for i in ids()[args.skip: args.skip + args.ids]:
         prof = fit_profile(str(LONDON / "neutral_front" / f"{i}_03.jpg"))
         grid = design_grid(prof, n=args.n, strategy="balanced", seed=0)
         b = generate(prof, grid, size=SIZE)
@@ -230,6 +230,7 @@ def main() -> None:
     s = sub.add_parser("identity")
     s.add_argument("--n", type=int, default=200)
     s.add_argument("--ids", type=int, default=40)
+    s.add_argument("--skip", type=int, default=0, help="start after this many identities (sorted)")
     s.add_argument("--out", default="/tmp/stage3_identity.csv")
     s = sub.add_parser("sheet")
     s.add_argument("--ids", default="001,012,024")
