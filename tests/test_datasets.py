@@ -348,3 +348,20 @@ def test_london_loader(london):
     assert img.shape == (1350, 1350, 3)
     proxy = load_dataset("london", london.parent, proxy_au12=True)
     np.testing.assert_array_equal(proxy.table["AU12"], (proxy.table["expression"] == "smiling").astype(int))
+
+
+def test_synthetic_loader_reads_stage3_store(tmp_path):
+    """A store written by stage 3 (pose in degrees, yaw/pitch/roll) loads with OpenFace radians."""
+    from generators import design_grid, fit_profile
+    from generators.store import synthesize
+    from fewshot.data import example_photo
+
+    prof = fit_profile(str(example_photo()))
+    grid = design_grid(prof, n=8, seed=1)
+    out = tmp_path / "s.h5"
+    synthesize(prof, grid, out, size=64, chunk=4)
+    fr = load_dataset("synthetic", out)
+    assert len(fr.table) == 8
+    np.testing.assert_allclose(np.degrees(fr.table.pose_Ry.to_numpy()), grid.yaw.to_numpy(), atol=1e-3)
+    np.testing.assert_allclose(np.degrees(fr.table.pose_Rx.to_numpy()), grid.pitch.to_numpy(), atol=1e-3)
+    assert fr.load_image(0).shape == (64, 64, 3)

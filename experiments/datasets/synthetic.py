@@ -5,7 +5,7 @@ Expected contents (stage 3's store is not fixed yet; this is the minimal agreed 
     images      (N, H, W, 3) uint8 RGB
     aus         (N, n_aus) float FACS intensities 0..5, attribute au_names = ['AU01', ...]
     landmarks   (N, 68, 2) float pixels                   (optional)
-    pose        (N, 3) float radians pitch, yaw, roll      (optional -> pose_Rx, pose_Ry, pose_Rz)
+    pose        (N, 3) float degrees yaw, pitch, roll (stage 3's store; attribute names)  (optional -> pose_Rx/Ry/Rz radians)
     expression  (N,) str                                  (optional)
     subject     (N,) str                                  (optional; else the root attribute 'subject')
     root attributes (seed, generator, source photo...)    -> AUFrames.info
@@ -84,7 +84,12 @@ def load_synthetic(root, threshold: float = 1.0) -> AUFrames:
             extra["expression"] = _strings(f["expression"])
         if "pose" in f:
             pose = np.asarray(f["pose"], np.float32).reshape(n, 3)
-            extra["pose_Rx"], extra["pose_Ry"], extra["pose_Rz"] = pose[:, 0], pose[:, 1], pose[:, 2]
+            pose_names = [str(v) for v in f["pose"].attrs.get("names", ["pitch", "yaw", "roll"])]
+            col = {nm: pose[:, j] for j, nm in enumerate(pose_names)}
+            if "yaw" in col:  # stage 3's store: degrees, yaw/pitch/roll -> OpenFace radians Rx=pitch, Ry=yaw, Rz=roll
+                extra["pose_Rx"], extra["pose_Ry"], extra["pose_Rz"] = (np.radians(col[k]).astype(np.float32) for k in ("pitch", "yaw", "roll"))
+            else:
+                extra["pose_Rx"], extra["pose_Ry"], extra["pose_Rz"] = pose[:, 0], pose[:, 1], pose[:, 2]
     meta = pd.DataFrame({"subject": subject, "frame": np.arange(n)})
     occ = {a: np.where(np.isnan(aus[:, j]), -1, aus[:, j] >= threshold) for j, a in enumerate(names)}
     inten = {a: aus[:, j] for j, a in enumerate(names)}
