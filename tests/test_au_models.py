@@ -15,7 +15,7 @@ from au_models.metrics import au_metrics, f1_score, icc_3_1, per_subject_metrics
 from au_models.model import AUModel, fused_for_inference, to_tensor
 from fewshot.errors import CheckpointError, ConfigError, MissingWeightsError
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # shared CPUs: one thread avoids OpenMP stalls under load
 
 
 # -- alignment -----------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_training_learns_a_planted_signal_deterministically():
     data = planted_set()
     fit_s, val_s = subject_split(data.subjects, 0.25, seed=0)
     assert not set(fit_s) & set(val_s)
-    cfg = TrainConfig(epochs=12, lr=5e-3, batch_size=16, seed=0, progress=False, jitter_px=1, jitter_deg=2, intensity_weight=2.0)
+    cfg = TrainConfig(epochs=12, lr=5e-3, batch_size=16, seed=0, progress=False, jitter_px=1, jitter_deg=2, intensity_weight=2.0, threads=1)
     res = train(_tiny(), data.by_subjects(fit_s), data.by_subjects(val_s), cfg)
     test = planted_set(seed=1)
     tab = evaluate(res.model, test)
@@ -215,7 +215,7 @@ def test_training_resumes_after_an_interruption(tmp_path, monkeypatch):
 
     data = planted_set(n=64, subjects=4)
     fit, val = data.by_subjects(["s0", "s1", "s2"]), data.by_subjects(["s3"])
-    cfg = T.TrainConfig(epochs=3, batch_size=16, seed=0, progress=False, patience=10)
+    cfg = T.TrainConfig(epochs=3, batch_size=16, seed=0, progress=False, patience=10, threads=1)
     full = T.train(_tiny(), fit, val, cfg)
     calls = {"n": 0}
     real = T.summarize
@@ -330,7 +330,7 @@ def test_train_base_cli_then_predict_on_the_example_photo(bp4d_root, tmp_path):
     runner = CliRunner()
     out = tmp_path / "m.pt"
     r = runner.invoke(app, ["train-base", "--dataset", "bp4d", "--root", str(bp4d_root), "--fold", "1", "--epochs", "2",
-                            "--batch-size", "16", "--out", str(out), "--crop-size", "64"])  # fmt: skip
+                            "--batch-size", "16", "--out", str(out), "--crop-size", "64", "--threads", "1"])  # fmt: skip
     assert r.exit_code == 0, r.output
     metrics = pd.read_csv(tmp_path / "m.metrics.csv")
     aus = ["AU01", "AU02", "AU04", "AU06", "AU07", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24"]
