@@ -49,8 +49,11 @@ def preprocessing_meta(align: AlignConfig) -> dict:
     return {**align.to_dict(), "template": tpl.round(4).tolist(), "template_hash": template_hash(tpl), "points": STABLE.tolist()}
 
 
-def save_checkpoint(path: str | Path, model: AUModel, meta: dict | None = None, replay: dict | None = None) -> Path:
-    """Write ``model`` (+ caller ``meta``, + optional ``replay`` buffer of numpy arrays) atomically."""
+def save_checkpoint(path: str | Path, model: AUModel, meta: dict | None = None, replay: dict | None = None,
+                    validation: dict | None = None) -> Path:
+    """Write ``model`` (+ caller ``meta``, + optional ``replay`` buffer of training samples and
+    ``validation`` buffer of held-out samples, numpy arrays with :data:`REPLAY_KEYS`) atomically.
+    Stage 5 rehearses the replay buffer and measures rigidity on the validation buffer."""
     meta = dict(meta or {})
     meta["model"] = model.config()
     meta["preprocessing"] = preprocessing_meta(model.align)
@@ -64,6 +67,11 @@ def save_checkpoint(path: str | Path, model: AUModel, meta: dict | None = None, 
         if missing:
             raise ValueError(f"replay buffer lacks {missing}")
         blob["replay"] = {k: torch.from_numpy(np.ascontiguousarray(replay[k])) for k in REPLAY_KEYS}
+    if validation is not None:
+        missing = [k for k in REPLAY_KEYS if k not in validation]
+        if missing:
+            raise ValueError(f"validation buffer lacks {missing}")
+        blob["validation"] = {k: torch.from_numpy(np.ascontiguousarray(validation[k])) for k in REPLAY_KEYS}
     p = Path(path)
     with atomic_path(p) as tmp:
         torch.save(blob, tmp)
@@ -105,7 +113,8 @@ def _read(path: str | Path) -> dict:
 
 def load_checkpoint(path: str | Path) -> tuple[AUModel, dict]:
     """(model in eval mode, meta). Raises CheckpointError (one line) for a missing, corrupt or
-    incompatible file. ``meta['replay']`` holds the replay buffer as numpy arrays when the file has one."""
+    incompatible file. ``meta['replay']`` / ``meta['validation']`` hold the buffers as numpy arrays when the
+    file has them."""
     blob = _read(path)
     meta = blob["meta"]
     try:
@@ -116,8 +125,9 @@ def load_checkpoint(path: str | Path) -> tuple[AUModel, dict]:
     pre = meta.get("preprocessing", {})
     if pre.get("template_hash") and pre["template_hash"] != template_hash(canonical_template(model.align)):
         raise CheckpointError(f"{path}: alignment template {pre['template_hash']} differs from this fewshot's; re-train the model")
-    if "replay" in blob:
-        meta = dict(meta, replay={k: v.numpy() for k, v in blob["replay"].items()})
+    for buf in ("replay", "validation"):
+        if buf in blob:
+            meta = dict(meta, **{buf: {k: v.numpy() for k, v in blob[buf].items()}})
     return model.eval(), meta
 
 

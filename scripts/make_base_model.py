@@ -183,7 +183,8 @@ def main() -> None:
         per_au=table.to_dict("list"), best_epoch=res.best_epoch, versions=versions(),
         licence="weights derived from the FRL London Set (CC BY 4.0, DeBruine & Jones 2017)",
     )  # fmt: skip
-    save_checkpoint(a.out, model, {"provenance": prov}, replay=replay_buffer(fit, a.replay, a.seed))
+    save_checkpoint(a.out, model, {"provenance": prov}, replay=replay_buffer(fit, a.replay, a.seed),
+                    validation=replay_buffer(val, a.replay, a.seed))
     a.work.mkdir(parents=True, exist_ok=True)
     table.to_csv(a.work / "metrics.csv", index=False)
     (a.work / "report.json").write_text(json.dumps(report, indent=1))

@@ -177,3 +177,14 @@ def test_adapt_bad_inputs_exit_2_and_leave_nothing(tiny_base, tmp_path):
     assert p.returncode == 2 and "magic" in p.stderr
     assert not out.exists()
     assert not [q for q in tmp_path.iterdir() if q.name.endswith(".partial")]
+
+
+def test_several_reference_images_build_profile_and_calibration(tiny_base, example_image):
+    """Several photos (here the photo and its mirror image) are all used: profile and calibration."""
+    from fewshot.adapt import adapt_person
+
+    refs = [example_image, np.ascontiguousarray(example_image[:, ::-1])]
+    res = adapt_person(refs, base=tiny_base, config=_cfg(strategy="calibration"), progress=False)
+    assert res.report["reference_frames"] == [0, 0]
+    assert res.report["source"] == "<arrays>"
+    assert set(res.report["calibration"]["occ_logit_shift"]) == set(AUS)

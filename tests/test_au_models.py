@@ -385,3 +385,28 @@ def test_cache_marks_unreadable_frames_and_training_skips_them(bp4d_root, tmp_pa
         cache = build_cache(frames, tmp_path / "a.h5", AlignConfig(crop_size=32), progress=False)
     assert len(load_aligned(cache)) == len(frames) - 1
     assert len(load_aligned(cache, only_ok=False)) == len(frames)
+
+
+def test_checkpoint_validation_buffer_round_trip(tmp_path):
+    import numpy as np
+
+    from au_models.checkpoint import load_checkpoint, save_checkpoint
+    from au_models.model import AUModel
+
+    m = AUModel("compact", aus=["AU12"], intensity_aus=["AU12"])
+    buf = {"images": np.zeros((3, 112, 112, 3), np.uint8), "landmarks": np.zeros((3, 68, 2), np.float32),
+           "occ": np.array([[1], [0], [-1]], np.int8), "intensity": np.ones((3, 1), np.float32), "expr": np.zeros(3, np.int64)}
+    save_checkpoint(tmp_path / "m.pt", m, {}, replay=buf, validation={**buf, "occ": buf["occ"][::-1].copy()})
+    _, meta = load_checkpoint(tmp_path / "m.pt")
+    assert meta["validation"]["occ"].ravel().tolist() == [-1, 0, 1]
+    assert meta["replay"]["occ"].ravel().tolist() == [1, 0, -1]
+
+
+def test_shipped_base_model_carries_buffers():
+    from au_models.checkpoint import load_checkpoint
+    from fewshot.adapt import default_base_model
+
+    model, meta = load_checkpoint(default_base_model())
+    assert default_base_model().stat().st_size < 20e6
+    assert len(meta["replay"]["images"]) == len(meta["validation"]["images"]) == 128
+    assert set(meta["provenance"]["test_subjects"]).isdisjoint(meta["provenance"]["train_subjects"])
