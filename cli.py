@@ -212,7 +212,7 @@ def adapt(
     photo: Optional[Path] = typer.Option(None, "--photo", help="A photo of the person (default: the shipped example photo)."),
     clip: Optional[Path] = typer.Option(None, "--clip", help="A short clip (or a folder of photos) of the person."),
     base: Optional[Path] = typer.Option(None, "--base", help="Base AU model checkpoint (default: the shipped base model)."),
-    strategy: str = typer.Option("lwf", "--strategy", help="naive, head, ewc, si, lwf, replay, joint, calibration."),
+    strategy: str = typer.Option("si", "--strategy", help="si (default, chosen on the London check), naive, head, ewc, lwf, replay, joint, calibration."),
     plasticity: float = typer.Option(0.5, "--plasticity", help="0 = keep the base model, 1 = learn this face freely."),
     grid_size: int = typer.Option(200, "--grid-size", help="Synthetic samples to generate."),
     epochs: int = typer.Option(3, "--epochs"),

@@ -33,7 +33,7 @@ import pandas as pd
 
 from .errors import CheckpointError, ConfigError
 
-DEFAULT_STRATEGY = "lwf"
+DEFAULT_STRATEGY = "si"
 
 
 @dataclass(frozen=True)
