@@ -18,6 +18,7 @@ Outputs in ``out_dir`` (written into a temporary sibling folder and moved in onl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -115,10 +116,12 @@ def _reference_faces(references, k: int):
 
                 raise NoFaceError(f"{references}: no face found in the photo; use a well-lit, roughly frontal face at least 80 px wide")
             return faces[:1], [img], str(references)
-        result = an.analyze(references, progress=False)
+        # embeddings cost ~0.1 s a frame: analyse the whole clip without them, embed the chosen frames
+        result = Analyzer(embed=False).analyze(references, progress=False)
         faces = reference_faces(result, k)
         wanted = {f.frame for f in faces}
         frames = {fr.index: fr.image for fr in FrameSource(references) if fr.index in wanted}
+        faces = [dataclasses.replace(f, embedding=an.backend.embed(frames[f.frame], f.landmarks)) for f in faces]
         return faces, [frames[f.frame] for f in faces], str(references)
     imgs = list(references)
     faces, frames = [], []

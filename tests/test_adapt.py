@@ -188,3 +188,12 @@ def test_several_reference_images_build_profile_and_calibration(tiny_base, examp
     assert res.report["reference_frames"] == [0, 0]
     assert res.report["source"] == "<arrays>"
     assert set(res.report["calibration"]["occ_logit_shift"]) == set(AUS)
+
+
+def test_clip_uses_its_best_reference_frames(tiny_base, clip):
+    from fewshot.adapt import adapt_person
+
+    res = adapt_person(str(clip), base=tiny_base, config=_cfg(strategy="calibration", reference_frames=3), progress=False)
+    frames = res.report["reference_frames"]
+    assert len(frames) == 3 and len(set(frames)) == 3
+    assert all(f < 400 for f in frames)  # not the laughing end of the clip
