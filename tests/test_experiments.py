@@ -284,5 +284,10 @@ def test_london_config_validates_on_the_shared_set(london, monkeypatch):
     plan = validate(load_config(ROOT / "experiments" / "configs" / "london.yaml"))
     subjects = {c["subject"] for c in plan.cells}
     assert len(subjects) == 40  # every identity is a test identity of exactly one fold
-    assert len(plan.cells) == 40 * 5
+    # generic and calibration are deterministic (first seed only); finetune_real, si and replay x 3 seeds
+    per_identity = 2 + 3 * 3
+    assert len(plan.cells) == 40 * per_identity
+    from collections import Counter
+
+    assert Counter(c["strategy"] for c in plan.cells) == {"generic": 40, "calibration": 40, "finetune_real": 120, "si": 120, "replay": 120}
     assert json.dumps(plan.cells[0])  # cells are plain JSON
