@@ -31,9 +31,9 @@ def score_photos(model, photos: list[Path], analyzer) -> pd.DataFrame:
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    from au_models.metrics import roc_auc
 
-    return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
+    return roc_auc(np.r_[np.ones(len(pos), int), np.zeros(len(neg), int)], np.r_[pos, neg])
 
 
 def main(argv=None) -> int:

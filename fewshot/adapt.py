@@ -169,55 +169,45 @@ def _tensor_set(model, crops: np.ndarray, lm: np.ndarray, y: np.ndarray):
     from .adapt_loop import TensorSet
 
     x = to_tensor(crops)
-    if model.needs_landmarks:  # pack crop landmarks behind the pixels (see _LandmarkPacked)
+    if model.needs_landmarks:  # pack crop landmarks behind the pixels (see _packed)
         x = torch.cat([x.flatten(1), torch.from_numpy(np.nan_to_num(np.asarray(lm, np.float32))).flatten(1)], 1)
     return TensorSet(x, torch.from_numpy(np.asarray(y, np.float32)))
 
 
-class _LandmarkPacked:
-    """Wraps a landmark-using AU model so it takes one packed tensor (pixels then 68x2 landmarks)."""
+def _packed(model):
+    """``model`` itself, or for a landmark-using AU model a wrapper that takes one packed tensor
+    (pixels then 68x2 landmarks, see :func:`_tensor_set`)."""
+    if not model.needs_landmarks:
+        return model
+    from torch import nn
 
-    def __new__(cls, model):
-        import torch
-        from torch import nn
+    S = model.align.crop_size
 
-        S = model.align.crop_size
+    class Packed(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
 
-        class Packed(nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
+        def forward(self, x):
+            return self.m(x[:, : 3 * S * S].reshape(-1, 3, S, S), x[:, 3 * S * S :].reshape(-1, 68, 2))
 
-            def forward(self, x):
-                img = x[:, : 3 * S * S].reshape(-1, 3, S, S)
-                lm = x[:, 3 * S * S :].reshape(-1, 68, 2)
-                return self.m(img, lm)
-
-        return Packed(model) if model.needs_landmarks else model
-
-
-def _auc(p: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    m = ~np.isnan(y)
-    if m.sum() < 2 or len(np.unique(y[m])) < 2:
-        return float("nan")
-    return float(roc_auc_score(y[m] > 0.5, p[m]))
+    return Packed(model)
 
 
 def _metrics(model, data, aus: Sequence[str]) -> dict:
-    """Per-AU F1 and AUC + macro F1 on a TensorSet (occurrence part)."""
+    """Per-AU F1 and AUC (``au_models.metrics.au_metrics``; F1 left out where an AU has no known
+    positive) + macro F1 on a TensorSet (occurrence part)."""
+    from au_models.metrics import au_metrics
+
     from .adapt_loop import macro_f1, occurrence_scores
     from .strategies import OutputAdapter
 
-    p, y = occurrence_scores(OutputAdapter(_LandmarkPacked(model)), data, len(aus))
-    per_au = {}
-    for j, a in enumerate(aus):
-        m = ~np.isnan(y[:, j])
-        yt, yp = y[m, j] > 0.5, p[m, j] >= 0.5
-        tp = int(np.sum(yt & yp))
-        den = 2 * tp + int(np.sum(yp & ~yt)) + int(np.sum(~yp & yt))
-        per_au[a] = {"f1": (2 * tp / den) if (den and yt.any()) else None, "auc": _auc(p[:, j], y[:, j]), "n": int(m.sum()), "positives": int(yt.sum())}
+    p, y = occurrence_scores(OutputAdapter(_packed(model)), data, len(aus))
+    table = au_metrics(np.where(np.isnan(y), -1, y).astype(np.int8), p, aus)
+    per_au = {
+        r.au: {"f1": float(r.f1) if r.n_pos else None, "auc": float(r.auc), "n": int(r.n), "positives": int(r.n_pos)}
+        for r in table.itertuples(index=False)
+    }
     return {"macro_f1": macro_f1(p, y), "per_au": per_au}
 
 
@@ -311,7 +301,7 @@ def adapt_person(
     import torch
 
     from au_models.align import align_faces
-    from au_models.checkpoint import load_checkpoint, save_checkpoint
+    from au_models.checkpoint import load_checkpoint
     from generators import design_grid, fit_profile
     from generators.render import generate
 
@@ -383,7 +373,7 @@ def adapt_person(
             eval_sets["base_validation"] = base_val
         if eval_set is not None:
             eval_sets["person_real"] = eval_set
-        packed = _LandmarkPacked(model)
+        packed = _packed(model)
         _, curves = run_adaptation(
             packed, strategy, config.plasticity, person, replay, n_occ, n_int, eval_sets,
             epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed,
@@ -449,7 +439,8 @@ def _eval_tensor_set(model, frames, aus: Sequence[str]):
     lm = frames.landmarks() if hasattr(frames, "landmarks") else np.full((len(t), 68, 2), np.nan)
     if np.isnan(lm).all():
         an = Analyzer(embed=False)
-        lm = np.stack([(an.analyze_image(im) or [None])[0].landmarks if an.analyze_image(im) else np.full((68, 2), np.nan) for im in imgs])
+        found = [an.analyze_image(im) for im in imgs]
+        lm = np.stack([f[0].landmarks if f else np.full((68, 2), np.nan) for f in found])
     crops, clm, ok = align_faces(imgs, lm, model.align)
     occ = np.full((len(t), len(aus)), np.nan, np.float32)
     for j, a in enumerate(aus):

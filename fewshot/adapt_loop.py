@@ -59,17 +59,12 @@ def occurrence_scores(model: nn.Module, data: TensorSet, n_occ: int) -> tuple[np
 
 
 def macro_f1(prob: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> float:
-    """Mean F1 over AUs that have at least one known positive label (NaN labels masked)."""
-    f1s = []
-    for j in range(y.shape[1]):
-        m = ~np.isnan(y[:, j])
-        yt = y[m, j] > 0.5
-        if m.sum() == 0 or yt.sum() == 0:
-            continue
-        yp = prob[m, j] >= threshold
-        tp = np.sum(yp & yt)
-        denom = 2 * tp + np.sum(yp & ~yt) + np.sum(~yp & yt)
-        f1s.append(2 * tp / denom if denom else 0.0)
+    """Mean F1 (``au_models.metrics.f1_score``) over AUs that have at least one known positive label
+    (NaN labels masked)."""
+    from au_models.metrics import f1_score
+
+    known = np.where(np.isnan(y), -1, y)
+    f1s = [f1_score(known[:, j], (prob[:, j] >= threshold).astype(int)) for j in range(y.shape[1]) if (known[:, j] == 1).any()]
     return float(np.mean(f1s)) if f1s else float("nan")
 
 

@@ -40,12 +40,10 @@ def tiny_base(tmp_path_factory, example_image):
     from au_models.model import AUModel
     from au_models.train import TrainConfig, replay_buffer, train
     from fewshot.data import example_photo
-    from fewshot.io import write_image
+    from fewshot.io import read_image, write_image
 
     d = tmp_path_factory.mktemp("base")
     other = d / "other.jpg"
-    from fewshot.io import read_image
-
     write_image(other, read_image(example_photo("smiling"))[:, ::-1])
     align = AlignConfig(crop_size=56)
     c, lm, occ, inten = _synthetic_set(other, 1, 200, align)
@@ -75,7 +73,7 @@ def test_adapt_writes_outputs_and_loads_in_predict(tiny_base, tmp_path):
     from fewshot.data import example_photo
 
     out = tmp_path / "adapted"
-    res = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="lwf"), out_dir=out, progress=False)
+    adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="lwf"), out_dir=out, progress=False)
     for f in ("model.pt", "report.json", "synthetic.png", "curves.png", "curves.csv"):
         assert (out / f).is_file(), f
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
