@@ -13,7 +13,7 @@ from __future__ import annotations
 from .aus import AU_CODES, AU_VOCABULARY, ActionUnit, au_code, intensity_level, letter_to_intensity, parse_au_spec
 from .grid import DEFAULT_AUS, DEFAULT_POSE_BINS, EXPRESSIONS, GRID_STRATEGIES, contact_sheet, design_grid, grid_balance
 from .motion import MotionModel, constrain_shapes, default_motion_model, fit_motion, load_motion_model
-from .profile import PersonProfile, fit_profile
+from .profile import PersonProfile, code_expression, fit_profile
 from .semantic import SEMANTIC_AUS, semantic_masks
 # stage 3: synthesis (the refiner module registers 'warp+refiner'; torch loads only when it is used)
 from .appearance import AppearanceModel, fit_appearance, load_appearance
@@ -25,7 +25,7 @@ __all__ = [
     "AU_CODES", "AU_VOCABULARY", "ActionUnit", "au_code", "intensity_level", "letter_to_intensity", "parse_au_spec",
     "DEFAULT_AUS", "DEFAULT_POSE_BINS", "EXPRESSIONS", "GRID_STRATEGIES", "contact_sheet", "design_grid", "grid_balance",
     "MotionModel", "constrain_shapes", "default_motion_model", "fit_motion", "load_motion_model",
-    "PersonProfile", "fit_profile", "SEMANTIC_AUS", "semantic_masks",
+    "PersonProfile", "code_expression", "fit_profile", "SEMANTIC_AUS", "semantic_masks",
     "AppearanceModel", "fit_appearance", "load_appearance", "GENERATORS", "GeneratedBatch", "generate",
     "SyntheticSet", "open_synthetic", "synthesize",
 ]

@@ -320,7 +320,7 @@ def to_canonical(image: np.ndarray, landmarks: np.ndarray, rotation: np.ndarray 
     image, f = W.prescale(image, W.transform_scale(M))
     src_face = W.face_points(landmarks, R)
     border_src = apply_affine(W.invert_affine(M), W.border_points(CANONICAL))
-    src = np.concatenate([src_face, border_src]) * f
+    src = W.to_prescaled(np.concatenate([src_face, border_src]), f)
     dst = _tpl()
     mesh = W.mesh()
     ids = W.rasterise(dst, mesh.triangles, np.arange(len(mesh.triangles)), CANONICAL)
@@ -340,21 +340,28 @@ def highpass(x: np.ndarray, sigma: float = 2.0) -> np.ndarray:
 def fit_appearance(
     pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     au: str = "AU06",
-    intensity: float = 3.0,
+    intensity: float | Sequence[float] = 3.0,
     names: Sequence[str] | None = None,
+    shrink_t: float = 2.0,
 ) -> AppearanceModel:
     """Learn an AU's shading field and wrinkle strength from (image_without, landmarks_without,
     image_with, landmarks_with) pairs of the same people (uint8 RGB, (68, 2) px, roughly frontal).
 
     Both images of a pair are warped into the shape-normalised space; the mean (with - without)
-    log-luminance difference inside the AU's region mask, low-passed, is the shading at the pairs'
-    typical ``intensity`` (FACS 0..5; a posed smile's AU6 is about C = 3), extrapolated linearly to
-    level 1 (E).
+    log-luminance difference inside the AU's region mask, low-passed, regressed on the pairs' movement
+    levels (:func:`generators.aus.intensity_level` of ``intensity``: FACS 0..5, one for all pairs or
+    one per pair, e.g. coded frames of DISFA/BP4D) is the shading at level 1 (E).
     The wrinkle strength is the high-frequency energy the AU adds in that region over what the
     procedural texture gives at the same intensity.
     """
     if not pairs:
         raise InputError("fit_appearance needs at least one (without, with) pair of photos")
+    from .aus import intensity_level
+
+    levels = np.broadcast_to(np.asarray(intensity, float), (len(pairs),))
+    if not (levels > 0).all():
+        raise InputError(f"fit_appearance: every pair needs {au} on (intensity > 0), got {levels.min():g}")
+    xs = np.array([float(intensity_level(v)) for v in levels])
     m = region_masks()[au]
     diffs, hf_gain = [], []
     for img0, lm0, img1, lm1 in pairs:
@@ -366,15 +373,23 @@ def fit_appearance(
         ha, hb = highpass(a), highpass(b)
         w = m / m.sum()
         hf_gain.append(max(float((w * hb**2).sum() - (w * ha**2).sum()), 0.0))
-    mean = np.mean(diffs, axis=0)
-    from .aus import intensity_level
-
-    x = float(intensity_level(intensity))
-    shading = cv2.GaussianBlur(mean, (0, 0), 2.5) * m / x
-    # procedural texture's HF energy at the same intensity, measured the same way
-    tex_e = np.mean([float((m / m.sum() * highpass(procedural_fields(au, v)[1] * x**TEXTURE_POWER) ** 2).sum()) for v in range(N_VARIANTS)])
-    scale = float(np.sqrt(np.mean(hf_gain) / max(tex_e, 1e-12)))
-    meta = {"au": au, "intensity": intensity, "n_pairs": len(pairs), "trained_on": list(names or [])}
+    # least squares through the origin, per pixel: shading at E = sum x_i d_i / sum x_i^2, then shrunk
+    # towards 0 where the pairs disagree (James-Stein-like factor 1 - t0^2 / t^2 on the slope's t
+    # statistic): what is left is the change people share, not one person's folds or lid edges.
+    D = np.stack([cv2.GaussianBlur(d.astype(np.float32), (0, 0), 2.5) for d in diffs])
+    sxx = float((xs**2).sum())
+    fit = np.tensordot(xs, D, axes=1) / sxx
+    if len(pairs) >= 3 and shrink_t > 0:
+        resid = D - xs[:, None, None] * fit[None]
+        se2 = (resid**2).sum(0) / (len(pairs) - 1) / sxx
+        fit = fit * np.clip(1.0 - shrink_t**2 * se2 / np.maximum(fit**2, 1e-12), 0.0, 1.0)
+    shading = fit.astype(np.float32) * m
+    # procedural texture's HF energy at the pairs' levels, measured the same way (it scales as x^(2p))
+    tex_1 = np.mean([float((m / m.sum() * highpass(procedural_fields(au, v)[1]) ** 2).sum()) for v in range(N_VARIANTS)])
+    tex_e = tex_1 * float(np.sum(xs ** (2 * TEXTURE_POWER)))
+    scale = float(np.sqrt(np.sum(hf_gain) / max(tex_e, 1e-12)))
+    meta = {"au": au, "intensity": [float(v) for v in levels] if np.ndim(intensity) else float(intensity),
+            "n_pairs": len(pairs), "trained_on": list(names or [])}
     return AppearanceModel({au: shading.astype(np.float32)}, {au: scale}, "fitted", meta)
 
 
@@ -399,12 +414,13 @@ def fit_appearance_from_folders(
     without: str | Path,
     with_: str | Path,
     au: str = "AU06",
-    intensity: float = 3.0,
+    intensity: float | dict[str, float] = 3.0,
     identities: Sequence[str] | None = None,
     landmarks: dict[str, np.ndarray] | None = None,
 ) -> AppearanceModel:
     """:func:`fit_appearance` on photo pairs matched by :func:`pair_photos` (optionally only
-    ``identities``); ``landmarks`` may supply precomputed (68, 2) landmarks keyed by file path."""
+    ``identities``); ``intensity``: one FACS value for all pairs or {identity: value};
+    ``landmarks`` may supply precomputed (68, 2) landmarks keyed by file path."""
     from fewshot.analysis import Analyzer
     from fewshot.errors import NoFaceError
     from fewshot.io import read_image
@@ -431,4 +447,9 @@ def fit_appearance_from_folders(
             item += [img, lm]
         data.append(tuple(item))
         names.append(ident)
+    if isinstance(intensity, dict):
+        missing = [n for n in names if n not in intensity]
+        if missing:
+            raise InputError(f"no {au} intensity for identit{'y' if len(missing) == 1 else 'ies'} {', '.join(missing[:5])}")
+        intensity = [float(intensity[n]) for n in names]
     return fit_appearance(data, au=au, intensity=intensity, names=names)

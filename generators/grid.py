@@ -37,6 +37,7 @@ from fewshot.registry import Registry
 from .aus import EXCLUSIVE, intensity_level, intensity_to_letter, parse_aus
 from .profile import PersonProfile
 from .semantic import SEMANTIC_AUS
+from .warp import warp_crop
 
 # DISFA's 8 evaluated AUs: the default design.
 DEFAULT_AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")
@@ -242,7 +243,8 @@ def design_grid(
         a fitted motion model; EMFACS defaults otherwise).
     aus: AU codes (default: DISFA's 8). pose_bins: (yaw, pitch[, roll]) degree tuples (default: yaw
         -30..30 step 15 x pitch -15, 0, 15). Each row's pose is its bin plus uniform jitter of
-        +-``pose_jitter`` (yaw, pitch) and +-``roll_jitter`` (roll) degrees. seed: same seed, same grid.
+        +-``pose_jitter`` (yaw, pitch) and +-``roll_jitter`` (roll) degrees, kept inside the outer
+        bins' yaw and pitch (the default grid never exceeds |yaw| 30). seed: same seed, same grid.
     """
     aus = parse_aus(DEFAULT_AUS if aus is None else aus)
     bins = _parse_bins(DEFAULT_POSE_BINS if pose_bins is None else pose_bins)
@@ -266,6 +268,7 @@ def design_grid(
     angles = bins[bin_idx] + np.column_stack([
         prng.uniform(-pose_jitter, pose_jitter, n_rows), prng.uniform(-pose_jitter, pose_jitter, n_rows),
         prng.uniform(-roll_jitter, roll_jitter, n_rows)])
+    angles[:, :2] = np.clip(angles[:, :2], bins[:, :2].min(0), bins[:, :2].max(0))
     full = np.zeros((n_rows, len(profile.motion.aus)))
     full[:, [profile.motion.index(a) for a in aus]] = inten
     targets = profile.landmarks_batch(angles, full)  # (n, 68, 2)
@@ -349,7 +352,7 @@ def contact_sheet(profile: PersonProfile, df: pd.DataFrame, n: int = 16, tile: i
     x0, y0 = c - half
     s = tile / (2 * half)
     M = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]])
-    base = cv2.warpAffine(profile.image, M, (tile, tile), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
+    base = warp_crop(profile.image, M, tile, cv2.BORDER_CONSTANT)
     base = (base * 0.6).astype(np.uint8)  # dim the photo so the targets stand out
     aus = grid_aus(df)
     cols = int(np.ceil(np.sqrt(len(sub))))

@@ -205,3 +205,38 @@ def _frame_image(face, read_image, FrameSource) -> np.ndarray:
         if fr.index == face.frame:
             return fr.image
     raise NoFaceError(f"{p}: frame {face.frame} of the reference face could not be read back")
+
+
+def code_expression(
+    profile: PersonProfile,
+    landmarks: np.ndarray,
+    aus: Sequence[str] = ("AU06", "AU12", "AU25"),
+    required: Sequence[str] = (),
+) -> tuple[dict[str, float], float]:
+    """Code a face of the same person with FACS intensities from its landmarks alone: the letters
+    (0, A..E as 0..5) of ``aus`` whose motion-model landmarks, at the profile's pose, lie closest to
+    ``landmarks`` ((68, 2) px) after a similarity fit on the stable points (the head moves between
+    photos). ``required`` AUs are coded A or above. Exhaustive over the 6^k combinations (k <= 4).
+
+    A stand-in for a FACS coder where photos come without codes (the London smiles): the landmark
+    signature of some AUs is weak (AU6's is the lower lid), so such codes are noisier than a coder's.
+    Returns ({AU: intensity}, normalised landmark error of the best combination).
+    """
+    from itertools import product
+
+    from fewshot.landmarks import STABLE, apply_affine, normalized_error, similarity_transform
+
+    aus = list(aus)
+    if not 1 <= len(aus) <= 4:
+        raise ConfigError(f"code_expression codes 1 to 4 AUs at once, not {len(aus)}")
+    cols = [profile.motion.index(a) for a in aus]
+    combos = np.array(list(product(*[range(1 if a in required else 0, 6) for a in aus])), float)
+    inten = np.zeros((len(combos), len(profile.motion.aus)))
+    inten[:, cols] = combos
+    pred = profile.landmarks_batch(np.tile(np.array(profile.pose_degrees), (len(combos), 1)), inten)
+    ref = np.asarray(landmarks, float)
+    ok = np.isfinite(ref[STABLE]).all(1)
+    aligned = np.stack([apply_affine(similarity_transform(p[STABLE][ok], ref[STABLE][ok]), p) for p in pred])
+    err = normalized_error(aligned, ref)
+    k = int(np.nanargmin(err))
+    return dict(zip(aus, combos[k].tolist())), float(err[k])

@@ -125,7 +125,7 @@ def align_real(paths: list[Path], size: int, feats: DlibFeatures) -> np.ndarray:
 
     from fewshot.io import read_image
 
-    from .warp import crop_transform
+    from .warp import crop_transform, warp_crop
 
     out = []
     for p in paths:
@@ -133,7 +133,7 @@ def align_real(paths: list[Path], size: int, feats: DlibFeatures) -> np.ndarray:
         lm = feats.detect(img)
         if lm is None:
             continue
-        out.append(cv2.warpAffine(img, crop_transform(lm, size), (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT))
+        out.append(warp_crop(img, crop_transform(lm, size), size))
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 

@@ -140,7 +140,7 @@ def training_pairs(without: str | Path, with_: str | Path, size: int, identities
     from .appearance import pair_photos
     from .aus import intensity_level
     from .profile import fit_profile
-    from .warp import crop_transform
+    from .warp import crop_transform, warp_crop
 
     aus = smile_aus or {"AU06": 3.0, "AU12": 4.0}  # a posed smile, roughly (the photos carry no AU codes)
     pairs = pair_photos(without, with_)
@@ -165,7 +165,7 @@ def training_pairs(without: str | Path, with_: str | Path, size: int, identities
         b = gen.render(prof, pd.DataFrame([row]), size)
         xs.append(b.images[0])
         lms.append(b.landmarks[0])
-        tg.append(cv2.warpAffine(img1, crop_transform(lm1, size), (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT))
+        tg.append(warp_crop(img1, crop_transform(lm1, size), size))
     a = np.tile(np.array([[aus.get(k, 0.0) for k in COND_AUS]], np.float32), (len(xs), 1))
     return np.stack(xs), np.stack(lms), a, np.stack(tg)
 

@@ -134,14 +134,14 @@ def prepare_source(profile: Any, size: int) -> PreparedSource:
     pose = getattr(profile, "pose", None) or estimate_pose(lm, (image.shape[1], image.shape[0]))
     R = pose.matrix
     small, f = W.prescale(image, W.transform_scale(W.crop_transform(lm, size)))
-    pts = W.face_points(lm, R) * f
+    pts = W.to_prescaled(W.face_points(lm, R), f)
     return PreparedSource(
         image=small,
         scale=f,
         points=pts,
         rotation=R,
         shape3d=getattr(profile, "shape3d", None),
-        colours=sample_colours(small, lm * f),
+        colours=sample_colours(small, W.to_prescaled(lm, f)),
         eye_open=eye_openings(lm),
         mouth_open=mouth_opening(lm),
         full_size=image.shape[:2],
@@ -293,8 +293,8 @@ def _rescaled(profile: Any, f: float) -> PreparedSource:
     pose = getattr(profile, "pose", None) or estimate_pose(lm, (image.shape[1], image.shape[0]))
     small = cv2.resize(image, (int(round(image.shape[1] * f)), int(round(image.shape[0] * f))), interpolation=cv2.INTER_AREA) if f < 1 else image
     f = small.shape[1] / image.shape[1]
-    return PreparedSource(small, f, W.face_points(lm, pose.matrix) * f, pose.matrix, getattr(profile, "shape3d", None),
-                          sample_colours(small, lm * f), eye_openings(lm), mouth_opening(lm), image.shape[:2])
+    return PreparedSource(small, f, W.to_prescaled(W.face_points(lm, pose.matrix), f), pose.matrix, getattr(profile, "shape3d", None),
+                          sample_colours(small, W.to_prescaled(lm, f)), eye_openings(lm), mouth_opening(lm), image.shape[:2])
 
 
 def generate(profile: Any, grid_rows: pd.DataFrame, size: int = 256, full_frame: bool = False,

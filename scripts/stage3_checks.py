@@ -1,16 +1,19 @@
 """Stage-3 checks on the 40 FRL London identities (results quoted in the README).
 
     python scripts/stage3_checks.py identity --n 200          # identity + landmark fidelity, 40 x n images
-    python scripts/stage3_checks.py smile                     # generated smile vs real smile, 2-fold
+    python scripts/stage3_checks.py smile                     # generated smile vs real smile, 2-fold -> docs/stage3_smile.csv
     python scripts/stage3_checks.py sheet --out docs/stage3_au_intensities.png
 
-``smile``: identities split in two folds (sorted ids, alternate); on the training fold we learn the
-AU6 appearance (fit_appearance on its neutral/smiling pairs) and refit stage 2's motion model on its
-neutral -> smiling landmarks (the posed smiles labelled AU06=C, AU12=D, AU25=B: nominal, the set has no
-FACS codes); on the test fold, each neutral photo is rendered smiling and compared with the same
-person's real smiling photo, in aligned 256 px crops:
-landmarks (re-detected, / inter-ocular) and pixels (grey levels in the cheek and eye regions, mean
-absolute difference after matching the region's mean). Baseline: the neutral photo itself.
+``smile``: each real smile is coded with FACS intensities from its landmarks (AU6, AU12 A..E, AU25
+0..E: :func:`generators.code_expression`, the combination whose motion-model landmarks lie closest;
+the London set has no FACS codes). Identities are split in two folds (sorted ids, alternate); on the
+training fold the AU6 shading is learned (fit_appearance on its neutral/smiling pairs at their coded AU6
+intensities); on the test fold each neutral photo is rendered with its coded smile and compared with
+the same person's real smiling photo, all three in area-filtered aligned 256 px crops: landmarks
+(detected on each crop, similarity-aligned on the stable points as in stage 2, / inter-ocular) and
+pixels (grey levels in the cheek and eye regions inside the face, low-passed, region mean matched).
+Baseline: the neutral photo itself. Generators: learned AU6 shading, the default procedural AU6
+appearance, and landmarks only (no semantic appearance).
 """
 
 from __future__ import annotations
@@ -52,40 +55,27 @@ def landmarks_cache() -> dict[str, np.ndarray]:
     return out
 
 
-def smile_row(profile, a6: float, a12: float, a25: float = 0.0) -> pd.DataFrame:
-    from generators.aus import intensity_level
-
+def smile_row(profile, aus: dict[str, float], sem_au06: float) -> pd.DataFrame:
+    """One grid row: the profile's own pose with FACS intensities ``aus`` and AU6 appearance level."""
     yaw, pitch, roll = profile.pose_degrees
-    aus = {"AU06": a6, "AU12": a12, "AU25": a25}
     lm = profile.landmarks_for(yaw, pitch, roll, aus)
     row = {"sample_id": 0, "seed": 0, "yaw": yaw, "pitch": pitch, "roll": roll, **aus, "expression": "happiness"}
     row.update({f"tx_{k}": lm[k, 0] for k in range(68)})
     row.update({f"ty_{k}": lm[k, 1] for k in range(68)})
-    row.update({"sem_AU06": float(max(intensity_level(a6), 0.3 * intensity_level(a12))), "sem_AU17": 0.0, "sem_AU04": 0.0, "sem_AU09": 0.0, "sem_AU10": 0.0})
+    row.update({"sem_AU06": float(sem_au06), "sem_AU17": 0.0, "sem_AU04": 0.0, "sem_AU09": 0.0, "sem_AU10": 0.0})
     return pd.DataFrame([row])
 
 
-SMILE = {"AU06": 3.0, "AU12": 4.0, "AU25": 2.0}  # nominal AUs of the London posed smiles (no FACS codes exist)
-
-
-def smile_motion(train_ids, lmc):
-    """Stage 2's motion model refitted on the training identities' neutral/smiling landmark pairs."""
-    from generators.motion import fit_motion
-
-    subjects = []
-    for i in train_ids:
-        neu = lmc[str(LONDON / "neutral_front" / f"{i}_03.jpg")]
-        smi = lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")]
-        subjects.append((neu, np.stack([neu, smi]), np.array([[0.0] * len(SMILE), list(SMILE.values())])))
-    return fit_motion(subjects, list(SMILE), ridge=1.0, source="london-smiles")
+SMILE_AUS = ("AU06", "AU12", "AU25")  # coded on every real smile; AU6 and AU12 at least A
 
 
 def aligned(img: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned SIZE crop of a photo (area-filtered, as the generator renders) and its landmarks."""
     from fewshot.landmarks import apply_affine
-    from generators.warp import crop_transform
+    from generators.warp import crop_transform, warp_crop
 
     M = crop_transform(lm, SIZE)
-    return cv2.warpAffine(img, M, (SIZE, SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT), apply_affine(M, lm)
+    return warp_crop(img, M, SIZE), apply_affine(M, lm)
 
 
 def region_mask() -> np.ndarray:
@@ -93,6 +83,14 @@ def region_mask() -> np.ndarray:
 
     m = region_masks()
     return (np.maximum.reduce([m["cheeks"], m["infraorbital"], m["crows_feet"], m["eyes"]]) > 0.3).astype(np.float32)
+
+
+def face_region(lm_crop: np.ndarray) -> np.ndarray:
+    """Cheek and eye regions of the aligned crop, inside the face (the hull of jaw and brows, minus
+    3 px): background, hair and ears next to a narrow face are not skin the smile changes."""
+    hull = np.zeros((SIZE, SIZE), np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(lm_crop[:27]).astype(np.int32)), 1)
+    return region_mask() * cv2.erode(hull, np.ones((7, 7), np.uint8)).astype(np.float32)
 
 
 def pixel_distance(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -107,62 +105,72 @@ def pixel_distance(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float((np.abs(ga - gb) * w).sum())
 
 
+def landmark_distance(a: np.ndarray, ref: np.ndarray) -> float:
+    """Stage 2's measure: ``a`` similarity-aligned onto ``ref`` on the stable points, mean error / IOD."""
+    from fewshot.landmarks import STABLE, apply_affine, normalized_error, similarity_transform
+
+    return float(normalized_error(apply_affine(similarity_transform(a[STABLE], ref[STABLE]), a), ref))
+
+
 def cmd_smile(args) -> None:
     from fewshot.analysis import Analyzer
     from fewshot.io import read_image
-    from fewshot.landmarks import normalized_error
-    from generators import fit_profile
+    from generators import code_expression, fit_profile
     from generators.appearance import fit_appearance_from_folders
+    from generators.aus import intensity_level
     from generators.render import WarpGenerator
 
+    t0 = time.time()
     lmc = landmarks_cache()
-    all_ids = ids()
-    folds = [all_ids[0::2], all_ids[1::2]]
-    mask = region_mask()
     det = Analyzer(embed=False)
+
+    def redetect(img, fallback):
+        faces = det.analyze_image(img)
+        return faces[0].landmarks if faces else fallback
+
+    all_ids = ids()
+    profiles, codes = {}, {}
+    for i in all_ids:
+        profiles[i] = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
+        codes[i] = code_expression(profiles[i], lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")], SMILE_AUS, required=("AU06", "AU12"))
+    print(f"coded {len(all_ids)} real smiles ({time.time() - t0:.0f}s)", flush=True)
+    folds = [all_ids[0::2], all_ids[1::2]]
     rows = []
     for k in range(2):
         train, test = folds[k], folds[1 - k]
-        t0 = time.time()
-        app = fit_appearance_from_folders(LONDON / "neutral_front", LONDON / "smiling_front", "AU06", 3.0, train, lmc)
-        # smile motion learned on the training fold (stage 2's fit_motion over neutral -> smiling
-        # landmark pairs labelled with the posed smile's nominal AUs), intensities fixed
-        motion = smile_motion(train, lmc)
-        a6, a12, a25 = SMILE["AU06"], SMILE["AU12"], SMILE["AU25"]
-        print(f"fold {k}: appearance and smile motion learned on {len(train)} ids ({time.time() - t0:.0f}s)", flush=True)
-        gens = {"warp+learned": WarpGenerator(app), "warp+procedural": WarpGenerator(), "warp-landmarks-only": WarpGenerator()}
+        app = fit_appearance_from_folders(LONDON / "neutral_front", LONDON / "smiling_front", "AU06",
+                                          {i: codes[i][0]["AU06"] for i in train}, train, lmc)
+        if k == 0 and args.appearance_out:
+            app.save(args.appearance_out)
+        gens = {"learned": WarpGenerator(app), "procedural": WarpGenerator(), "landmarks_only": WarpGenerator()}
         for i in test:
-            p_neu = LONDON / "neutral_front" / f"{i}_03.jpg"
+            prof, (aus, fit_err) = profiles[i], codes[i]
             p_smi = LONDON / "smiling_front" / f"{i}_08.jpg"
-            prof = fit_profile(read_image(p_neu), motion=motion)
             real, real_lm = aligned(read_image(p_smi), lmc[str(p_smi)])
             neu, neu_lm = aligned(prof.image, prof.landmarks)
-            row = {"id": i, "fold": 1 - k, "AU06": a6, "AU12": a12, "AU25": a25,
-                   "lm_neutral": float(normalized_error(neu_lm, real_lm)),
-                   "px_neutral": pixel_distance(neu, real, mask)}
+            # all three faces' landmarks detected the same way: on their 256 px crops
+            real_lm, neu_lm = redetect(real, real_lm), redetect(neu, neu_lm)
+            mask = face_region(real_lm)
+            row = {"id": i, "fold": 1 - k, **aus, "code_error": fit_err,
+                   "lm_neutral": landmark_distance(neu_lm, real_lm), "px_neutral": pixel_distance(neu, real, mask)}
             for name, g in gens.items():
-                grid = smile_row(prof, a6, a12, a25)
-                if name == "warp-landmarks-only":
-                    grid["sem_AU06"] = 0.0
-                b = g.render(prof, grid, size=SIZE)
-                faces = det.analyze_image(b.images[0])
-                gl = faces[0].landmarks if faces else b.landmarks[0]
-                row[f"lm_{name}"] = float(normalized_error(gl, real_lm))
+                level = 0.0 if name == "landmarks_only" else float(intensity_level(aus["AU06"]))
+                b = g.render(prof, smile_row(prof, aus, level), size=SIZE)
+                row[f"lm_{name}"] = landmark_distance(redetect(b.images[0], b.landmarks[0]), real_lm)
                 row[f"px_{name}"] = pixel_distance(b.images[0], real, mask)
-                if args.save and name == "warp+learned":
+                if args.save and name == "learned":
                     Path(args.save).mkdir(parents=True, exist_ok=True)
                     cv2.imwrite(str(Path(args.save) / f"{i}.jpg"), cv2.cvtColor(np.concatenate([neu, b.images[0], real], 1), cv2.COLOR_RGB2BGR))
             rows.append(row)
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        if k == 0 and args.appearance_out:
-            app.save(args.appearance_out)
-    df = pd.DataFrame(rows)
-    df.to_csv(args.out, index=False)
-    print(f"\n{len(df)} identities")
-    for name in ["warp+learned", "warp+procedural", "warp-landmarks-only"]:
-        print(f"{name:22s} landmarks closer than neutral: {(df[f'lm_{name}'] < df.lm_neutral).mean():.1%} "
-              f"(mean {df[f'lm_{name}'].mean():.4f} vs {df.lm_neutral.mean():.4f}); "
-              f"pixels closer: {(df[f'px_{name}'] < df.px_neutral).mean():.1%} (mean {df[f'px_{name}'].mean():.2f} vs {df.px_neutral.mean():.2f})")
+            print(" ".join(f"{c}={v:.4f}" if isinstance(v, float) else f"{c}={v}" for c, v in row.items()), flush=True)
+    df = pd.DataFrame(rows).sort_values("id")
+    df.round(5).to_csv(args.out, index=False)
+    print(f"\n{len(df)} identities in {time.time() - t0:.0f}s -> {args.out}")
+    for name in ["learned", "procedural", "landmarks_only"]:
+        lm_ok, px_ok = df[f"lm_{name}"] < df.lm_neutral, df[f"px_{name}"] < df.px_neutral
+        print(f"{name:15s} landmarks closer than neutral: {lm_ok.mean():.1%} (mean {df[f'lm_{name}'].mean():.4f} vs {df.lm_neutral.mean():.4f}); "
+              f"pixels closer: {px_ok.mean():.1%} (mean {df[f'px_{name}'].mean():.3f} vs {df.px_neutral.mean():.3f}); both {(lm_ok & px_ok).mean():.1%}; "
+              f"not closer: {', '.join(df.id[~(lm_ok & px_ok)])}")
 
 
 def cmd_identity(args) -> None:
@@ -224,7 +232,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("smile")
-    s.add_argument("--out", default="/tmp/stage3_smile.csv")
+    s.add_argument("--out", default=str(ROOT / "docs" / "stage3_smile.csv"))
     s.add_argument("--save", default=None, help="folder for neutral | generated | real triptychs")
     s.add_argument("--appearance-out", default=None, help="save fold 0's learned appearance (.npz)")
     s = sub.add_parser("identity")

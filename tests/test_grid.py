@@ -47,6 +47,10 @@ def test_balanced_500_over_8_aus_and_9_bins(profile):
     # poses stay inside their bins (jitter +-2 degrees)
     centre = df.pose_bin.str.extract(r"yaw([+-]\d+)_pitch([+-]\d+)").astype(float).to_numpy()
     assert np.abs(df[["yaw", "pitch"]].to_numpy() - centre).max() <= 2.0 + 1e-9
+    # ... and never outside the outer bins
+    outer = np.abs(np.array(BINS9)[:, :2]).max(0)
+    assert df.yaw.abs().max() <= outer[0] and df.pitch.abs().max() <= outer[1]
+    assert df.yaw.abs().max() > outer[0] - 1  # the outer bins are still reached
     bal = grid_balance(df)
     assert set(bal.kind) == {"au", "pose_bin", "expression"}
     assert bal.set_index("name").loc["AU12", "count"] == (df.AU12 > 0).sum()
