@@ -1,7 +1,7 @@
 """What the source photo cannot show: the mouth's interior when the lips part, and closed eyelids.
 
 Both paint into an aligned crop (uint8 RGB, modified in place) with colours taken from the person's
-own face: teeth from the whites of their eyes, the cavity from their lip colour, the closed lid from
+own face: teeth from the whites of their eyes (warmed, at least as bright as the skin), the cavity from their lip colour, the closed lid from
 the skin just above the lid in the crop itself.
 """
 
@@ -23,6 +23,15 @@ class FaceColours:
     lips: np.ndarray
     sclera: np.ndarray
     lashes: np.ndarray
+
+    @property
+    def teeth(self) -> np.ndarray:
+        """Teeth: the sclera's hue warmed a little, as bright as the brighter of the sclera and 1.1x
+        the skin (teeth catch the light; a small sclera sample at 256 px reads too dark)."""
+        warm = np.array([1.04, 1.0, 0.9])
+        hue = 0.5 * self.sclera / max(float(self.sclera.mean()), 1.0) + 0.5 * warm
+        lum = min(max(float(self.sclera.mean()), 1.1 * float(self.skin.mean()), 120.0), 235.0)
+        return np.clip(hue * lum, 0, 255)
 
 
 def sample_colours(image: np.ndarray, landmarks: np.ndarray) -> FaceColours:
@@ -96,12 +105,13 @@ def paint_mouth(crop: np.ndarray, lm: np.ndarray, colours: FaceColours, alpha: f
     u = np.abs(xs - cx) / max(width / 2, 1e-3)  # 0 centre, 1 corners
     cavity = colours.lips * 0.22 + 4.0
     col = np.broadcast_to(cavity, ys.shape + (3,)).astype(np.float32) * (1.0 - 0.35 * v[..., None])
-    teeth_h = np.minimum(0.42 * gap, 0.13 * width) / gap  # band height as a fraction of the gap
-    teeth = np.clip(colours.sclera * 0.92, 0, 255)
+    # upper teeth hang from the upper lip: most of a smile's narrow gap, up to ~a fifth of the width
+    teeth_h = np.minimum(0.7 * gap, 0.2 * width) / gap  # band height as a fraction of the gap
+    teeth = colours.teeth
     shade = np.clip(1.0 - 0.55 * u**2, 0.3, 1.0)[..., None]  # darker towards the corners
     t_up = np.clip((teeth_h - v) / 0.08, 0, 1)[..., None]
     col = col * (1 - t_up) + teeth * shade * t_up * (0.85 + 0.15 * np.clip(1 - v / np.maximum(teeth_h, 1e-3), 0, 1))[..., None]
-    low_h = np.clip((gap / width - 0.18) * 0.6, 0, 0.22)  # lower teeth only when wide open
+    low_h = np.clip((gap / width - 0.3) * 0.6, 0, 0.2)  # lower teeth only when wide open
     if np.any(low_h > 0):
         t_lo = np.clip((v - (1 - low_h)) / 0.08, 0, 1)[..., None]
         col = col * (1 - t_lo) + teeth * shade * 0.75 * t_lo

@@ -212,11 +212,13 @@ def code_expression(
     landmarks: np.ndarray,
     aus: Sequence[str] = ("AU06", "AU12", "AU25"),
     required: Sequence[str] = (),
+    step: float = 1.0,
 ) -> tuple[dict[str, float], float]:
     """Code a face of the same person with FACS intensities from its landmarks alone: the letters
     (0, A..E as 0..5) of ``aus`` whose motion-model landmarks, at the profile's pose, lie closest to
     ``landmarks`` ((68, 2) px) after a similarity fit on the stable points (the head moves between
-    photos). ``required`` AUs are coded A or above. Exhaustive over the 6^k combinations (k <= 4).
+    photos). ``required`` AUs are coded A or above. Exhaustive over the combinations (k <= 4 AUs);
+    ``step`` 1 gives FACS letters, 0.5 half-letters (11^k combinations).
 
     A stand-in for a FACS coder where photos come without codes (the London smiles): the landmark
     signature of some AUs is weak (AU6's is the lower lid), so such codes are noisier than a coder's.
@@ -230,7 +232,10 @@ def code_expression(
     if not 1 <= len(aus) <= 4:
         raise ConfigError(f"code_expression codes 1 to 4 AUs at once, not {len(aus)}")
     cols = [profile.motion.index(a) for a in aus]
-    combos = np.array(list(product(*[range(1 if a in required else 0, 6) for a in aus])), float)
+    if not 0.1 <= step <= 1.0:
+        raise ConfigError(f"code_expression step must be within 0.1..1, not {step}")
+    grid = np.arange(0.0, 5.0 + 1e-9, step)
+    combos = np.array(list(product(*[grid[grid >= (1.0 if a in required else 0.0)] for a in aus])), float)
     inten = np.zeros((len(combos), len(profile.motion.aus)))
     inten[:, cols] = combos
     pred = profile.landmarks_batch(np.tile(np.array(profile.pose_degrees), (len(combos), 1)), inten)

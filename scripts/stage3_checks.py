@@ -67,6 +67,7 @@ def smile_row(profile, aus: dict[str, float], sem_au06: float) -> pd.DataFrame:
 
 
 SMILE_AUS = ("AU06", "AU12", "AU25")  # coded on every real smile; AU6 and AU12 at least A
+SMILE_STEP = float(__import__("os").environ.get("SMILE_STEP", "1"))
 
 
 def aligned(img: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,57 +113,74 @@ def landmark_distance(a: np.ndarray, ref: np.ndarray) -> float:
     return float(normalized_error(apply_affine(similarity_transform(a[STABLE], ref[STABLE]), a), ref))
 
 
-def cmd_smile(args) -> None:
-    from fewshot.analysis import Analyzer
+def code_smiles(identities, lmc) -> tuple[dict, dict]:
+    """Profiles of the neutral photos and the FACS codes of the real smiles ({id: (aus, error)})."""
     from fewshot.io import read_image
     from generators import code_expression, fit_profile
+
+    profiles, codes = {}, {}
+    for i in identities:
+        profiles[i] = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
+        codes[i] = code_expression(profiles[i], lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")], SMILE_AUS, required=("AU06", "AU12"), step=SMILE_STEP)
+    return profiles, codes
+
+
+def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, appearance_out: str | None = None) -> list[dict]:
+    """Learn the AU6 shading on ``train``, render each ``test`` identity's coded smile; one row each."""
+    from fewshot.io import read_image
     from generators.appearance import fit_appearance_from_folders
     from generators.aus import intensity_level
     from generators.render import WarpGenerator
-
-    t0 = time.time()
-    lmc = landmarks_cache()
-    det = Analyzer(embed=False)
 
     def redetect(img, fallback):
         faces = det.analyze_image(img)
         return faces[0].landmarks if faces else fallback
 
+    app = fit_appearance_from_folders(LONDON / "neutral_front", LONDON / "smiling_front", "AU06",
+                                      {i: codes[i][0]["AU06"] for i in train}, train, lmc)
+    if appearance_out:
+        app.save(appearance_out)
+    gens = {"learned": WarpGenerator(app), "procedural": WarpGenerator(), "landmarks_only": WarpGenerator()}
+    rows = []
+    for i in test:
+        prof, (aus, fit_err) = profiles[i], codes[i]
+        p_smi = LONDON / "smiling_front" / f"{i}_08.jpg"
+        real, real_lm = aligned(read_image(p_smi), lmc[str(p_smi)])
+        neu, neu_lm = aligned(prof.image, prof.landmarks)
+        # all three faces' landmarks detected the same way: on their 256 px crops
+        real_lm, neu_lm = redetect(real, real_lm), redetect(neu, neu_lm)
+        mask = face_region(real_lm)
+        row = {"id": i, **aus, "code_error": fit_err,
+               "lm_neutral": landmark_distance(neu_lm, real_lm), "px_neutral": pixel_distance(neu, real, mask)}
+        for name, g in gens.items():
+            level = 0.0 if name == "landmarks_only" else float(intensity_level(aus["AU06"]))
+            b = g.render(prof, smile_row(prof, aus, level), size=SIZE)
+            row[f"lm_{name}"] = landmark_distance(redetect(b.images[0], b.landmarks[0]), real_lm)
+            row[f"px_{name}"] = pixel_distance(b.images[0], real, mask)
+            if save and name == "learned":
+                Path(save).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(Path(save) / f"{i}.jpg"), cv2.cvtColor(np.concatenate([neu, b.images[0], real], 1), cv2.COLOR_RGB2BGR))
+        rows.append(row)
+    return rows
+
+
+def cmd_smile(args) -> None:
+    from fewshot.analysis import Analyzer
+
+    t0 = time.time()
+    lmc = landmarks_cache()
     all_ids = ids()
-    profiles, codes = {}, {}
-    for i in all_ids:
-        profiles[i] = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
-        codes[i] = code_expression(profiles[i], lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")], SMILE_AUS, required=("AU06", "AU12"))
+    profiles, codes = code_smiles(all_ids, lmc)
     print(f"coded {len(all_ids)} real smiles ({time.time() - t0:.0f}s)", flush=True)
+    det = Analyzer(embed=False)
     folds = [all_ids[0::2], all_ids[1::2]]
     rows = []
     for k in range(2):
-        train, test = folds[k], folds[1 - k]
-        app = fit_appearance_from_folders(LONDON / "neutral_front", LONDON / "smiling_front", "AU06",
-                                          {i: codes[i][0]["AU06"] for i in train}, train, lmc)
-        if k == 0 and args.appearance_out:
-            app.save(args.appearance_out)
-        gens = {"learned": WarpGenerator(app), "procedural": WarpGenerator(), "landmarks_only": WarpGenerator()}
-        for i in test:
-            prof, (aus, fit_err) = profiles[i], codes[i]
-            p_smi = LONDON / "smiling_front" / f"{i}_08.jpg"
-            real, real_lm = aligned(read_image(p_smi), lmc[str(p_smi)])
-            neu, neu_lm = aligned(prof.image, prof.landmarks)
-            # all three faces' landmarks detected the same way: on their 256 px crops
-            real_lm, neu_lm = redetect(real, real_lm), redetect(neu, neu_lm)
-            mask = face_region(real_lm)
-            row = {"id": i, "fold": 1 - k, **aus, "code_error": fit_err,
-                   "lm_neutral": landmark_distance(neu_lm, real_lm), "px_neutral": pixel_distance(neu, real, mask)}
-            for name, g in gens.items():
-                level = 0.0 if name == "landmarks_only" else float(intensity_level(aus["AU06"]))
-                b = g.render(prof, smile_row(prof, aus, level), size=SIZE)
-                row[f"lm_{name}"] = landmark_distance(redetect(b.images[0], b.landmarks[0]), real_lm)
-                row[f"px_{name}"] = pixel_distance(b.images[0], real, mask)
-                if args.save and name == "learned":
-                    Path(args.save).mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(Path(args.save) / f"{i}.jpg"), cv2.cvtColor(np.concatenate([neu, b.images[0], real], 1), cv2.COLOR_RGB2BGR))
-            rows.append(row)
+        fold_rows = smile_fold(folds[k], folds[1 - k], lmc, profiles, codes, det, args.save, args.appearance_out if k == 0 else None)
+        for row in fold_rows:
+            row["fold"] = 1 - k
             print(" ".join(f"{c}={v:.4f}" if isinstance(v, float) else f"{c}={v}" for c, v in row.items()), flush=True)
+        rows += fold_rows
     df = pd.DataFrame(rows).sort_values("id")
     df.round(5).to_csv(args.out, index=False)
     print(f"\n{len(df)} identities in {time.time() - t0:.0f}s -> {args.out}")
