@@ -19,7 +19,7 @@ import numpy as np
 
 from fewshot.errors import ConfigError, NoFaceError
 from fewshot.landmarks import N_POINTS, interocular
-from fewshot.pose import HeadPose, camera_matrix, euler_to_matrix, mean_face_3d
+from fewshot.pose import HeadPose, camera_matrix, mean_face_3d
 
 from .motion import MotionModel, default_motion_model
 

@@ -118,7 +118,7 @@ def main() -> None:
 
     from au_models.cache import concat_sets
     from au_models.checkpoint import save_checkpoint, versions
-    from au_models.metrics import au_metrics, roc_auc, summarize
+    from au_models.metrics import roc_auc, summarize
     from au_models.model import AUModel
     from au_models.train import TrainConfig, evaluate, predict_set, replay_buffer, train
 

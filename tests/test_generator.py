@@ -80,7 +80,7 @@ def test_dense_map_reproduces_each_triangle_affine():
 def test_source_pose_renders_the_aligned_source(profile):
     """Rendering the source's own landmarks at its own pose is the plain aligned crop."""
     from generators import generate
-    from generators.warp import crop_transform
+    from generators.warp import crop_transform, warp_crop
 
     yaw, pitch, roll = profile.pose_degrees
     rows = rows_for(profile, [(yaw, pitch, roll, {})])
@@ -88,12 +88,47 @@ def test_source_pose_renders_the_aligned_source(profile):
     lm = rows_for(profile, [(yaw, pitch, roll, {})])
     target = np.stack([lm[[f"tx_{k}" for k in range(68)]].to_numpy()[0], lm[[f"ty_{k}" for k in range(68)]].to_numpy()[0]], -1)
     M = crop_transform(target, 128)
-    ref = cv2.warpAffine(profile.image, M, (128, 128), flags=cv2.INTER_AREA)
+    ref = warp_crop(profile.image, M, 128)
     face = np.zeros((128, 128), np.uint8)
     cv2.fillConvexPoly(face, cv2.convexHull(np.round(apply_affine(M, target)).astype(np.int32)), 1)
     diff = np.abs(b.images[0].astype(float) - ref.astype(float))[face.astype(bool)].mean()
-    assert diff < 6.0, diff
+    assert diff < 2.0, diff
     assert np.abs(b.landmarks[0] - apply_affine(M, target)).max() < 1e-3
+
+
+def test_warp_crop_is_area_filtered_and_pixel_exact():
+    """A strong downscale through warp_crop matches cv2.resize(INTER_AREA); warpAffine alone aliases."""
+    from generators.warp import warp_crop
+
+    yy, xx = np.mgrid[0:800, 0:800]
+    img = np.repeat((((xx // 3 + yy // 3) % 2) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    img[300:500, 300:500] = (200, 40, 40)
+    M = np.array([[0.2, 0.0, 0.0], [0.0, 0.2, 0.0]])
+    ref = cv2.resize(img, (160, 160), interpolation=cv2.INTER_AREA).astype(float)
+    ours = warp_crop(img, M, 160).astype(float)
+    plain = cv2.warpAffine(img, M, (160, 160), flags=cv2.INTER_AREA).astype(float)  # INTER_AREA is ignored here
+    assert np.abs(ours - ref)[5:-5, 5:-5].mean() < 0.3 * np.abs(plain - ref)[5:-5, 5:-5].mean()
+    # the red square lands where the affine puts it (pixel centres line up after the prescale)
+    w = np.clip((ours[..., 0] - ours[..., 1]) / 160, 0, 1)
+    ys, xs = np.mgrid[0:160, 0:160]
+    centre = 0.2 * 399.5  # the square's centre pixel, mapped
+    assert abs((w * xs).sum() / w.sum() - centre) < 0.05 and abs((w * ys).sum() / w.sum() - centre) < 0.05
+
+
+def test_code_expression_recovers_rendered_intensities(profile):
+    from generators import code_expression
+
+    yaw, pitch, roll = profile.pose_degrees
+    for aus in ({"AU06": 2.0, "AU12": 4.0, "AU25": 0.0}, {"AU06": 5.0, "AU12": 1.0, "AU25": 3.0}):
+        lm = profile.landmarks_for(yaw, pitch, roll, aus)
+        # the head moved between photos: a similarity does not change the code
+        moved = lm @ np.array([[0.98, 0.05], [-0.05, 0.98]]).T + [12.0, -7.0]
+        code, err = code_expression(profile, moved, ("AU06", "AU12", "AU25"), required=("AU06", "AU12"))
+        assert code == aus and err < 1e-6
+    code, err = code_expression(profile, profile.landmarks, ("AU12",), required=("AU12",))
+    assert code == {"AU12": 1.0} and err > 0
+    with pytest.raises(ConfigError):
+        code_expression(profile, profile.landmarks, ("AU01", "AU02", "AU04", "AU06", "AU12"))
 
 
 # -- the generator interface ----------------------------------------------------------------------------
@@ -194,6 +229,13 @@ def test_learned_appearance_roundtrip_and_use(tmp_path, profile, london):
     proc = generate(profile, rows, size=128)
     assert learned.records[0]["semantic_aus"]["AU06"]["how"] == "learned:au06.npz"
     assert not np.array_equal(learned.images, proc.images)
+    # per-pair intensities: the same pairs coded E instead of C give half the shading at E
+    # (intensity_level: C = 0.5, E = 1); the shrinkage factor does not depend on the scale
+    coded = fit_appearance_from_folders(london / "neutral_front", london / "smiling_front", "AU06", {i: 5.0 for i in ids}, ids)
+    assert coded.meta["intensity"] == [5.0, 5.0, 5.0]
+    assert np.allclose(coded.learned_shading["AU06"], 0.5 * shade, atol=1e-6)
+    with pytest.raises(InputError, match="intensity"):
+        fit_appearance_from_folders(london / "neutral_front", london / "smiling_front", "AU06", {"001": 3.0}, ids)
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(InputError, match="appearance"):

@@ -8,7 +8,6 @@ import sys
 
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
