@@ -279,12 +279,15 @@ def fit_appearance_cmd(
     out: Path = typer.Option(Path("appearance.npz"), "--out", "-o", help="Appearance template to write."),
     au: str = typer.Option("AU06", help="The AU whose appearance to learn: AU04, AU06, AU09, AU10, AU17."),
     intensity: float = typer.Option(3.0, help="Typical FACS intensity (0-5) of the AU in the 'with' photos."),
+    intensities: Optional[Path] = typer.Option(None, help="CSV of per-identity codes (columns 'identity' and the AU, FACS 0-5); "
+                                                         "overrides --intensity."),
     ids: Optional[str] = typer.Option(None, help="Comma-separated identities to learn from (default: all pairs)."),
 ) -> None:
     """Learn an AU's skin appearance (shading, wrinkle strength) from photo pairs of the same people."""
-    from generators.appearance import fit_appearance_from_folders
+    from generators.appearance import fit_appearance_from_folders, read_intensities
 
-    model = fit_appearance_from_folders(without, with_, au=au, intensity=intensity, identities=ids.split(",") if ids else None)
+    level = read_intensities(intensities, au) if intensities else intensity
+    model = fit_appearance_from_folders(without, with_, au=au, intensity=level, identities=ids.split(",") if ids else None)
     model.save(out)
     typer.echo(f"{out}: {au} appearance from {model.meta['n_pairs']} pairs (texture x{model.texture_scale[au]:.2f})")
 

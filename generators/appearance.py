@@ -410,6 +410,26 @@ def pair_photos(without: str | Path, with_: str | Path) -> list[tuple[str, Path,
     return [(k, a[k], b[k]) for k in common]
 
 
+def read_intensities(path: str | Path, au: str) -> dict[str, float]:
+    """{identity: FACS intensity} from a CSV with an ``identity`` column and an ``au`` column."""
+    import pandas as pd
+
+    p = Path(path)
+    try:
+        t = pd.read_csv(p, dtype={"identity": str})
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such intensities file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise InputError(f"{p}: not a readable CSV ({type(e).__name__})") from None
+    missing = [c for c in ("identity", au) if c not in t.columns]
+    if missing:
+        raise InputError(f"{p}: needs column(s) {', '.join(missing)} (one row per identity, {au} as FACS 0-5)")
+    v = pd.to_numeric(t[au], errors="coerce")
+    if v.isna().any() or not v.between(0, 5).all():
+        raise InputError(f"{p}: {au} must be numbers within 0..5")
+    return dict(zip(t["identity"].astype(str), v.astype(float)))
+
+
 def fit_appearance_from_folders(
     without: str | Path,
     with_: str | Path,

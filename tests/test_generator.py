@@ -304,3 +304,22 @@ def test_generated_smile_is_closer_to_the_real_smile(london):
     assert (df.lm_learned < df.lm_neutral).all(), df
     assert (df.px_learned < df.px_neutral).mean() >= 0.75, df
     assert df.px_learned.mean() < df.px_landmarks_only.mean() < df.px_neutral.mean(), df
+
+
+def test_fit_appearance_cli_with_per_identity_codes(tmp_path, london):
+    from typer.testing import CliRunner
+
+    from cli import app
+    from generators.appearance import load_appearance
+
+    codes = tmp_path / "codes.csv"
+    codes.write_text("identity,AU06\n001,2\n002,4\n004,3\n")
+    out = tmp_path / "au06.npz"
+    args = ["fit-appearance", "--without", str(london / "neutral_front"), "--with", str(london / "smiling_front"),
+            "--ids", "001,002,004", "--out", str(out)]
+    r = CliRunner().invoke(app, [*args, "--intensities", str(codes)])
+    assert r.exit_code == 0, r.output
+    assert load_appearance(out).meta["intensity"] == [2.0, 4.0, 3.0]
+    codes.write_text("identity,AU12\n001,2\n")
+    r = CliRunner().invoke(app, [*args, "--intensities", str(codes)])
+    assert r.exit_code != 0 and "AU06" in r.output and "codes.csv" in r.output
