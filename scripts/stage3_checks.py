@@ -210,6 +210,10 @@ def cmd_identity(args) -> None:
         print(f"{i}: identity ok {per.identity_ok.mean():.1%}, distance {per.identity_distance.mean():.3f}, landmark error {per.landmark_error.mean():.4f}, detected {per.detected.mean():.1%}", flush=True)
     df = pd.concat(out)
     df.to_csv(args.out, index=False)
+    per_id = df.groupby("id").agg(images=("identity_ok", "size"), identity_ok=("identity_ok", "mean"),
+                                  identity_distance=("identity_distance", "mean"), landmark_error=("landmark_error", "mean"),
+                                  detected=("detected", "mean"), max_abs_yaw=("yaw", lambda v: v.abs().max()))
+    per_id.round(4).to_csv(args.summary)
     print(f"\n{len(df)} images of {df.id.nunique()} identities in {time.time() - t0:.0f}s")
     print(f"identity distance < 0.6: {df.identity_ok.mean():.2%}; identities with >= 95%: {(df.groupby('id').identity_ok.mean() >= 0.95).mean():.1%}")
     print(f"landmark error: mean {df.landmark_error.mean():.4f}, median {df.landmark_error.median():.4f}; face re-detected {df.detected.mean():.1%}")
@@ -257,7 +261,8 @@ def main() -> None:
     s.add_argument("--n", type=int, default=200)
     s.add_argument("--ids", type=int, default=40)
     s.add_argument("--skip", type=int, default=0, help="start after this many identities (sorted)")
-    s.add_argument("--out", default="/tmp/stage3_identity.csv")
+    s.add_argument("--out", default="/tmp/stage3_identity.csv", help="per-image table")
+    s.add_argument("--summary", default=str(ROOT / "docs" / "stage3_identity.csv"), help="per-identity table")
     s = sub.add_parser("sheet")
     s.add_argument("--ids", default="001,012,024")
     s.add_argument("--tile", type=int, default=160)
