@@ -67,7 +67,6 @@ def smile_row(profile, aus: dict[str, float], sem_au06: float) -> pd.DataFrame:
 
 
 SMILE_AUS = ("AU06", "AU12", "AU25")  # coded on every real smile; AU6 and AU12 at least A
-SMILE_STEP = float(__import__("os").environ.get("SMILE_STEP", "1"))
 
 
 def aligned(img: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +112,7 @@ def landmark_distance(a: np.ndarray, ref: np.ndarray) -> float:
     return float(normalized_error(apply_affine(similarity_transform(a[STABLE], ref[STABLE]), a), ref))
 
 
-def code_smiles(identities, lmc) -> tuple[dict, dict]:
+def code_smiles(identities, lmc, step: float = 1.0) -> tuple[dict, dict]:
     """Profiles of the neutral photos and the FACS codes of the real smiles ({id: (aus, error)})."""
     from fewshot.io import read_image
     from generators import code_expression, fit_profile
@@ -121,7 +120,7 @@ def code_smiles(identities, lmc) -> tuple[dict, dict]:
     profiles, codes = {}, {}
     for i in identities:
         profiles[i] = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
-        codes[i] = code_expression(profiles[i], lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")], SMILE_AUS, required=("AU06", "AU12"), step=SMILE_STEP)
+        codes[i] = code_expression(profiles[i], lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")], SMILE_AUS, required=("AU06", "AU12"), step=step)
     return profiles, codes
 
 
@@ -170,7 +169,7 @@ def cmd_smile(args) -> None:
     t0 = time.time()
     lmc = landmarks_cache()
     all_ids = ids()
-    profiles, codes = code_smiles(all_ids, lmc)
+    profiles, codes = code_smiles(all_ids, lmc, args.step)
     print(f"coded {len(all_ids)} real smiles ({time.time() - t0:.0f}s)", flush=True)
     det = Analyzer(embed=False)
     folds = [all_ids[0::2], all_ids[1::2]]
@@ -256,6 +255,7 @@ def main() -> None:
     s = sub.add_parser("smile")
     s.add_argument("--out", default=str(ROOT / "docs" / "stage3_smile.csv"))
     s.add_argument("--save", default=None, help="folder for neutral | generated | real triptychs")
+    s.add_argument("--step", type=float, default=1.0, help="coding step: 1 = FACS letters, 0.5 = half-letters")
     s.add_argument("--appearance-out", default=None, help="save fold 0's learned appearance (.npz)")
     s = sub.add_parser("identity")
     s.add_argument("--n", type=int, default=200)
