@@ -302,14 +302,21 @@ def quality(
     inception: Optional[Path] = typer.Option(None, help="torchvision Inception-v3 state dict for FID/KID (default: offline dlib128 substitute)."),
     arcface: Optional[Path] = typer.Option(None, help="insightface buffalo_l folder: adds ArcFace identity distance."),
     max_images: Optional[int] = typer.Option(None, help="Score only the first N samples."),
+    au_model: Optional[Path] = typer.Option(None, help="AU model for AU fidelity (default: the shipped base model)."),
+    au: bool = typer.Option(True, "--au/--no-au", help="Score AU fidelity (an AU model on the generated crops)."),
 ) -> None:
-    """Identity kept, landmark fidelity, per-pose breakdown and FID/KID of a synthetic store."""
+    """Identity kept, landmark fidelity, AU fidelity, per-pose breakdown and FID/KID of a synthetic store."""
     from fewshot.io import write_table
     from generators.quality import evaluate_quality
 
-    rep = evaluate_quality(store, source=source, real=real, inception=inception, arcface=arcface, max_images=max_images, progress=True)
+    rep = evaluate_quality(store, source=source, real=real, inception=inception, arcface=arcface, max_images=max_images,
+                           progress=True, au_model=au_model if au else False)
     if out:
         write_table(rep.per_image, out)
+        if rep.au_fidelity is not None:
+            write_table(rep.au_fidelity, out.with_name(f"{out.stem}_au{out.suffix}"))
+    if rep.au_fidelity is not None:
+        typer.echo(rep.au_fidelity.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     typer.echo(rep.per_pose.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     typer.echo("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rep.summary.items()))
 

@@ -10,6 +10,10 @@
   bilinear resize, clean-fid's conventions otherwise) when the user names a state-dict file, else the
   offline ``dlib128`` substitute (FID on dlib face descriptors). The names say which one was used;
   the two are not comparable. KID is the unbiased estimator with the cubic polynomial kernel.
+* AU fidelity: an AU model (stage 4; the shipped base model by default) applied to the generated crops,
+  aligned on their rendered landmarks, scored against the AUs each sample was rendered with: per AU
+  AUC, F1 and, for intensity AUs, ICC(3,1) and MAE (:func:`au_models.metrics.au_metrics`), and the macro
+  AUC per yaw bin. A model that has never seen this person measures whether the AUs are *visible*.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class QualityReport:
     per_image: pd.DataFrame
     per_pose: pd.DataFrame
     summary: dict
+    au_fidelity: pd.DataFrame | None = None  # one row per AU (au_models.metrics.TABLE_COLUMNS)
 
 
 def yaw_bin(yaw: np.ndarray, step: float = 15.0) -> np.ndarray:
@@ -163,6 +168,45 @@ def score_images(images: np.ndarray, targets: np.ndarray, source_embedding: np.n
     return per, np.stack(embs) if embs else np.zeros((0, 128), np.float32)
 
 
+def au_fidelity(images: np.ndarray, landmarks: np.ndarray, table: pd.DataFrame, model: str | Path | None = None,
+                threshold: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An AU model on generated crops ((N, S, S, 3) uint8, (N, 68, 2) crop px) vs the AUs they were
+    rendered with (``table``'s AUxx columns, FACS 0..5). ``model``: a checkpoint (default: the shipped
+    base model). Returns (per-AU metrics for the AUs both have, per-image P(AU) columns ``AUxx_p``)."""
+    from au_models import base_model_path
+    from au_models.metrics import au_metrics
+    from au_models.predict import Predictor
+
+    path = Path(model) if model is not None else base_model_path()
+    if not path.is_file():
+        raise InputError(f"{path}: no AU model for AU fidelity; pass --au-model MODEL.pt (from 'fewshot train-base' or 'fewshot adapt')")
+    pred = Predictor(path, threshold=threshold)
+    m = pred.model
+    rendered = [a for a in table.columns if a.startswith("AU") and len(a) == 4]
+    occ = [a for a in m.aus if a in rendered]
+    inten = [a for a in m.intensity_aus if a in rendered]
+    if not occ:
+        raise InputError(f"{path}: the AU model's AUs ({', '.join(m.aus)}) and the store's ({', '.join(rendered) or 'none'}) do not overlap")
+    out, ok = pred.faces(list(images), np.asarray(landmarks, np.float64))
+    truth = table[occ].to_numpy(float)
+    occ_true = np.where(ok[:, None], (truth > 0).astype(int), -1)
+    idx = [m.aus.index(a) for a in occ]
+    int_true = np.where(ok[:, None], table[inten].to_numpy(float), np.nan) if inten else None
+    int_pred = out["intensity"][:, [m.intensity_aus.index(a) for a in inten]] if inten else None
+    metrics = au_metrics(occ_true, out["occ_prob"][:, idx], occ, int_true, int_pred, inten, threshold)
+    probs = pd.DataFrame(np.where(ok[:, None], out["occ_prob"][:, idx], np.nan), columns=[f"{a}_p" for a in occ])
+    return metrics, probs
+
+
+def macro_auc(truth: pd.DataFrame, probs: pd.DataFrame) -> float:
+    """Mean over AUs (columns AUxx / AUxx_p) of the AUC, skipping AUs with one class only."""
+    from au_models.metrics import roc_auc
+
+    vals = [roc_auc((truth[a].to_numpy() > 0).astype(int), probs[f"{a}_p"].to_numpy()) for a in (c[:-2] for c in probs.columns)]
+    vals = [v for v in vals if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def evaluate_quality(
     path: str | Path,
     source: str | Path | None = None,
@@ -171,9 +215,11 @@ def evaluate_quality(
     arcface: str | Path | None = None,
     max_images: int | None = None,
     progress: bool = False,
+    au_model: str | Path | None | bool = None,
 ) -> QualityReport:
     """Score a synthetic store (see the module doc). ``source``: the photo it was made from (default:
-    the store's ``source`` attribute); ``real``: a folder of real face photos for FID/KID."""
+    the store's ``source`` attribute); ``real``: a folder of real face photos for FID/KID;
+    ``au_model``: the AU model for AU fidelity (None: the shipped base model; False: skip it)."""
     from fewshot.io import IMAGE_EXTENSIONS, read_image
 
     from .store import open_synthetic
@@ -207,6 +253,13 @@ def evaluate_quality(
     agg = {"n": ("sample_id", "size"), "detected": ("detected", "mean"), "identity_distance": ("identity_distance", "mean"),
            "identity_ok": ("identity_ok", "mean"), "landmark_error": ("landmark_error", "mean")}
     per_pose = per.groupby("yaw_bin").agg(**agg).reset_index()
+    fidelity = None
+    if au_model is not False:
+        table = s.table.iloc[:n].reset_index(drop=True)
+        fidelity, probs = au_fidelity(crops, s.landmarks[:n], table, None if au_model is None else au_model)
+        per = pd.concat([per, probs], axis=1)
+        truth = table[[c[:-2] for c in probs.columns]]
+        per_pose["au_macro_auc"] = [macro_auc(truth[per.yaw_bin == b], probs[per.yaw_bin == b]) for b in per_pose.yaw_bin]
     summary = {
         "n": int(len(per)),
         "detected": float(per.detected.mean()),
@@ -215,6 +268,10 @@ def evaluate_quality(
         "landmark_error_mean": float(per.landmark_error.mean()),
         "landmark_error_median": float(per.landmark_error.median()),
     }
+    if fidelity is not None:
+        summary["au_macro_auc"] = float(fidelity.auc.mean(skipna=True))
+        summary["au_macro_f1"] = float(fidelity.f1.mean(skipna=True))
+        summary["au_model"] = str(au_model or "shipped base model")
     if real is not None:
         rp = Path(real)
         files = sorted(f for f in (rp.rglob("*") if rp.is_dir() else [rp]) if f.suffix.lower() in IMAGE_EXTENSIONS)
@@ -233,7 +290,7 @@ def evaluate_quality(
         summary[f"KID[{name}]"] = kernel_inception_distance(real_f, fake_f)
         summary["fid_features"] = name + ("" if inception else " (offline substitute: FID/KID on dlib face descriptors, not Inception)")
         summary["n_real"] = int(len(real_f))
-    return QualityReport(per, per_pose, summary)
+    return QualityReport(per, per_pose, summary, fidelity)
 
 
 def _arcface(folder: str | Path):

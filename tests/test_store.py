@@ -8,6 +8,7 @@ import sys
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -175,3 +176,35 @@ def test_quality_report(tmp_path, profile, grid, example_image):
     assert rep.summary["landmark_error_mean"] < 0.08
     assert "FID[dlib128]" in rep.summary and "offline substitute" in rep.summary["fid_features"]
     assert set(rep.per_pose.yaw_bin) == set(rep.per_image.yaw_bin)
+
+
+def test_au_fidelity_sees_rendered_aus(tmp_path, profile):
+    """The shipped base model on a store whose rows alternate a strong smile with open jaw and a neutral
+    face: AU12 and AU26 are told apart; quality reports per AU, per image and per yaw bin."""
+    from fewshot.data import example_photo
+    from generators import design_grid, synthesize
+    from generators.quality import au_fidelity, evaluate_quality
+
+    g = design_grid(profile, n=24, aus=["AU06", "AU12", "AU25", "AU26"], strategy="balanced", seed=5)
+    out = tmp_path / "au.h5"
+    synthesize(profile, g, out, size=256, chunk=12, progress=False, source_path=example_photo(), contact_sheet=False)
+    rep = evaluate_quality(out)
+    fid = rep.au_fidelity.set_index("au")
+    assert list(fid.index) == ["AU06", "AU12", "AU25", "AU26"]
+    assert fid.loc["AU12", "auc"] > 0.8 and fid.loc["AU26", "auc"] > 0.8, fid
+    assert {"AU12_p", "AU26_p"} <= set(rep.per_image.columns) and rep.per_image.AU12_p.between(0, 1).all()
+    assert "au_macro_auc" in rep.per_pose.columns and 0.5 < rep.summary["au_macro_auc"] <= 1
+    assert evaluate_quality(out, au_model=False).au_fidelity is None
+    from generators.store import open_synthetic
+
+    s = open_synthetic(out)
+    with pytest.raises(InputError, match="no AU model"):
+        au_fidelity(s.images, s.landmarks, s.table, tmp_path / "missing.pt")
+    with pytest.raises(InputError, match="do not overlap"):
+        au_fidelity(s.images, s.landmarks, s.table.drop(columns=["AU06", "AU12", "AU25", "AU26"]))
+    from cli import app
+
+    r = CliRunner().invoke(app, ["quality", str(out), "--out", str(tmp_path / "q.csv")])
+    assert r.exit_code == 0, r.output
+    assert "AU12" in r.output and "au_macro_auc" in r.output
+    assert pd.read_csv(tmp_path / "q_au.csv").au.tolist() == ["AU06", "AU12", "AU25", "AU26"]
