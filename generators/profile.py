@@ -213,12 +213,14 @@ def code_expression(
     aus: Sequence[str] = ("AU06", "AU12", "AU25"),
     required: Sequence[str] = (),
     step: float = 1.0,
+    fixed: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, float], float]:
     """Code a face of the same person with FACS intensities from its landmarks alone: the letters
     (0, A..E as 0..5) of ``aus`` whose motion-model landmarks, at the profile's pose, lie closest to
     ``landmarks`` ((68, 2) px) after a similarity fit on the stable points (the head moves between
     photos). ``required`` AUs are coded A or above. Exhaustive over the combinations (k <= 4 AUs);
-    ``step`` 1 gives FACS letters, 0.5 half-letters (11^k combinations).
+    ``step`` 1 gives FACS letters, 0.5 half-letters (11^k combinations). ``fixed`` AUs ({AU: 0..5})
+    are held at their value while the others are coded (e.g. AU6 at A for a posed smile).
 
     A stand-in for a FACS coder where photos come without codes (the London smiles): the landmark
     signature of some AUs is weak (AU6's is the lower lid), so such codes are noisier than a coder's.
@@ -238,10 +240,14 @@ def code_expression(
     combos = np.array(list(product(*[grid[grid >= (1.0 if a in required else 0.0)] for a in aus])), float)
     inten = np.zeros((len(combos), len(profile.motion.aus)))
     inten[:, cols] = combos
+    for a, v in (fixed or {}).items():
+        if a in aus:
+            raise ConfigError(f"{a} is both coded and fixed")
+        inten[:, profile.motion.index(a)] = float(v)
     pred = profile.landmarks_batch(np.tile(np.array(profile.pose_degrees), (len(combos), 1)), inten)
     ref = np.asarray(landmarks, float)
     ok = np.isfinite(ref[STABLE]).all(1)
     aligned = np.stack([apply_affine(similarity_transform(p[STABLE][ok], ref[STABLE][ok]), p) for p in pred])
     err = normalized_error(aligned, ref)
     k = int(np.nanargmin(err))
-    return dict(zip(aus, combos[k].tolist())), float(err[k])
+    return {**{a: float(v) for a, v in (fixed or {}).items()}, **dict(zip(aus, combos[k].tolist()))}, float(err[k])

@@ -112,15 +112,20 @@ def landmark_distance(a: np.ndarray, ref: np.ndarray) -> float:
     return float(normalized_error(apply_affine(similarity_transform(a[STABLE], ref[STABLE]), a), ref))
 
 
-def code_smiles(identities, lmc, step: float = 1.0) -> tuple[dict, dict]:
-    """Profiles of the neutral photos and the FACS codes of the real smiles ({id: (aus, error)})."""
+def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None) -> tuple[dict, dict]:
+    """Profiles of the neutral photos and the FACS codes of the real smiles ({id: (aus, error)});
+    ``au6``: hold AU6 at this intensity and code only AU12 and AU25."""
     from fewshot.io import read_image
     from generators import code_expression, fit_profile
 
     profiles, codes = {}, {}
     for i in identities:
         profiles[i] = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
-        codes[i] = code_expression(profiles[i], lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")], SMILE_AUS, required=("AU06", "AU12"), step=step)
+        real = lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")]
+        if au6 is None:
+            codes[i] = code_expression(profiles[i], real, SMILE_AUS, required=("AU06", "AU12"), step=step)
+        else:
+            codes[i] = code_expression(profiles[i], real, SMILE_AUS[1:], required=("AU12",), step=step, fixed={"AU06": au6})
     return profiles, codes
 
 
@@ -169,7 +174,7 @@ def cmd_smile(args) -> None:
     t0 = time.time()
     lmc = landmarks_cache()
     all_ids = ids()
-    profiles, codes = code_smiles(all_ids, lmc, args.step)
+    profiles, codes = code_smiles(all_ids, lmc, args.step, args.au6)
     print(f"coded {len(all_ids)} real smiles ({time.time() - t0:.0f}s)", flush=True)
     det = Analyzer(embed=False)
     folds = [all_ids[0::2], all_ids[1::2]]
@@ -256,6 +261,7 @@ def main() -> None:
     s.add_argument("--out", default=str(ROOT / "docs" / "stage3_smile.csv"))
     s.add_argument("--save", default=None, help="folder for neutral | generated | real triptychs")
     s.add_argument("--step", type=float, default=1.0, help="coding step: 1 = FACS letters, 0.5 = half-letters")
+    s.add_argument("--au6", type=float, default=None, help="hold AU6 at this intensity (e.g. 1 = A) and code only AU12, AU25")
     s.add_argument("--appearance-out", default=None, help="save fold 0's learned appearance (.npz)")
     s = sub.add_parser("identity")
     s.add_argument("--n", type=int, default=200)

@@ -127,6 +127,11 @@ def test_code_expression_recovers_rendered_intensities(profile):
         assert code == aus and err < 1e-6
     code, err = code_expression(profile, profile.landmarks, ("AU12",), required=("AU12",))
     assert code == {"AU12": 1.0} and err > 0
+    lm = profile.landmarks_for(yaw, pitch, roll, {"AU06": 1.0, "AU12": 3.0, "AU25": 2.0})
+    code, err = code_expression(profile, lm, ("AU12", "AU25"), fixed={"AU06": 1.0})
+    assert code == {"AU06": 1.0, "AU12": 3.0, "AU25": 2.0} and err < 1e-6
+    with pytest.raises(ConfigError, match="both"):
+        code_expression(profile, lm, ("AU06", "AU12"), fixed={"AU06": 1.0})
     with pytest.raises(ConfigError):
         code_expression(profile, profile.landmarks, ("AU01", "AU02", "AU04", "AU06", "AU12"))
 
