@@ -58,12 +58,13 @@ def sample_colours(image: np.ndarray, landmarks: np.ndarray) -> FaceColours:
     return FaceColours(skin, lips, sclera, lashes)
 
 
-def _mask(size: int, pts: np.ndarray, blur: float) -> np.ndarray:
-    m = np.zeros((size, size), np.float32)
+def _mask(size: int | tuple[int, int], pts: np.ndarray, blur: float) -> np.ndarray:
+    """Soft polygon mask on a size x size (or (h, w)) canvas; zero outside it (no reflected border)."""
+    m = np.zeros((size, size) if np.isscalar(size) else tuple(size), np.float32)
     cv2.fillPoly(m, [np.round(pts * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
     if blur > 0:
         k = int(2 * round(2 * blur) + 1)
-        m = cv2.GaussianBlur(m, (k, k), blur)
+        m = cv2.GaussianBlur(m, (k, k), blur, borderType=cv2.BORDER_CONSTANT)
     return m
 
 
@@ -94,7 +95,7 @@ def paint_mouth(crop: np.ndarray, lm: np.ndarray, colours: FaceColours, alpha: f
     if x1 - x0 < 2 or y1 - y0 < 2:
         return
     width = np.linalg.norm(lm[64] - lm[60])
-    m = _mask(size, poly, blur=max(0.5, width * 0.012))[y0:y1, x0:x1]
+    m = _mask((y1 - y0, x1 - x0), poly - [x0, y0], blur=max(0.5, width * 0.012))  # only the mouth's box
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     # upper / lower lip edges at each column, interpolated along the inner contour
     top = np.interp(xs[0], *_sorted(poly[[0, 1, 2, 3, 4]]))
