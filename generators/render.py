@@ -227,7 +227,9 @@ class WarpRenderer:
         gain = self.appearance.gain(sem, seed) if sem else None
         if gain is not None:
             A2 = W.triangle_affines(dst, np.concatenate([self._canon[: W.N_FACE], W.border_points(CANONICAL)]), tri)
-            gx, gy = W.dense_map(ids, A2)
+            # the crop -> face-space map is continuous: built at half resolution, upsampled exactly
+            size = (ids.shape[1], ids.shape[0])
+            gx, gy = (cv2.resize(m, size, interpolation=cv2.INTER_LINEAR) for m in W.dense_map(ids, A2, stride=2))
             g = cv2.remap(gain, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             img = np.clip(img * np.exp(g)[..., None], 0, 255).astype(np.uint8)
 

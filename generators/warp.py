@@ -238,12 +238,20 @@ def rasterise(dst: np.ndarray, triangles: np.ndarray, order: np.ndarray, size: i
     return ids
 
 
-def dense_map(ids: np.ndarray, affines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel sampling coordinates (map_x, map_y float32) from a triangle-id image and (T, 6) affines."""
+def dense_map(ids: np.ndarray, affines: np.ndarray, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel sampling coordinates (map_x, map_y float32) from a triangle-id image and (T, 6) affines.
+
+    ``stride`` s > 1: the map at 1/s resolution (ids sampled every s pixels), evaluated at the centres
+    of the s x s blocks, so ``cv2.resize(..., INTER_LINEAR)`` back to full size is exact inside each
+    triangle (for smooth fields such as the appearance gain)."""
+    if stride > 1:
+        ids = ids[stride // 2::stride, stride // 2::stride]
     h, w = ids.shape
     A = np.concatenate([affines, np.zeros((1, 6))]).astype(np.float32)  # id -1 -> last row
     c = np.take(A, ids, axis=0)  # (h, w, 6); id -1 wraps to the zero row
     ys, xs = _grid(h, w)
+    if stride > 1:
+        ys, xs = ys * stride + (stride - 1) / 2, xs * stride + (stride - 1) / 2
     map_x = c[..., 0] * xs + c[..., 1] * ys + c[..., 2]
     map_y = c[..., 3] * xs + c[..., 4] * ys + c[..., 5]
     return map_x, map_y
