@@ -92,6 +92,14 @@ def apply_affine(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
 
+def aligned_error(pred: np.ndarray, ref: np.ndarray) -> float:
+    """:func:`normalized_error` of ``pred`` after a similarity fit onto ``ref`` on the stable points that
+    are finite in both (the head moves between two photos of one face)."""
+    ok = np.isfinite(pred[STABLE]).all(1) & np.isfinite(ref[STABLE]).all(1)
+    m = similarity_transform(pred[STABLE][ok], ref[STABLE][ok])
+    return float(normalized_error(apply_affine(m, pred), ref))
+
+
 def bbox_of(lm: np.ndarray) -> np.ndarray:
     """Axis-aligned box (x0, y0, x1, y1) of a landmark set."""
     return np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()], dtype=float)

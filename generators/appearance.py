@@ -451,6 +451,11 @@ def fit_appearance_from_folders(
     if identities is not None:
         keep = set(identities)
         pairs = [p for p in pairs if p[0] in keep]
+    if isinstance(intensity, dict):  # before any photo is read
+        missing = [p[0] for p in pairs if p[0] not in intensity]
+        if missing:
+            raise InputError(f"no {au} intensity for identit{'y' if len(missing) == 1 else 'ies'} {', '.join(missing[:5])}")
+        intensity = [float(intensity[p[0]]) for p in pairs]
     analyzer = None
     data, names = [], []
     for ident, p0, p1 in pairs:
@@ -467,9 +472,4 @@ def fit_appearance_from_folders(
             item += [img, lm]
         data.append(tuple(item))
         names.append(ident)
-    if isinstance(intensity, dict):
-        missing = [n for n in names if n not in intensity]
-        if missing:
-            raise InputError(f"no {au} intensity for identit{'y' if len(missing) == 1 else 'ies'} {', '.join(missing[:5])}")
-        intensity = [float(intensity[n]) for n in names]
     return fit_appearance(data, au=au, intensity=intensity, names=names)

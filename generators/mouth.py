@@ -1,8 +1,8 @@
 """What the source photo cannot show: the mouth's interior when the lips part, and closed eyelids.
 
 Both paint into an aligned crop (uint8 RGB, modified in place) with colours taken from the person's
-own face: teeth from the whites of their eyes (warmed, at least as bright as the skin), the cavity from their lip colour, the closed lid from
-the skin just above the lid in the crop itself.
+own face: teeth from the whites of their eyes (warmed, at least as bright as the skin), the cavity
+from their lip colour, the closed lid from the skin just above the lid in the crop itself.
 """
 
 from __future__ import annotations

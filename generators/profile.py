@@ -228,7 +228,7 @@ def code_expression(
     """
     from itertools import product
 
-    from fewshot.landmarks import STABLE, apply_affine, normalized_error, similarity_transform
+    from fewshot.landmarks import aligned_error
 
     aus = list(aus)
     if not 1 <= len(aus) <= 4:
@@ -246,8 +246,6 @@ def code_expression(
         inten[:, profile.motion.index(a)] = float(v)
     pred = profile.landmarks_batch(np.tile(np.array(profile.pose_degrees), (len(combos), 1)), inten)
     ref = np.asarray(landmarks, float)
-    ok = np.isfinite(ref[STABLE]).all(1)
-    aligned = np.stack([apply_affine(similarity_transform(p[STABLE][ok], ref[STABLE][ok]), p) for p in pred])
-    err = normalized_error(aligned, ref)
+    err = np.array([aligned_error(p, ref) for p in pred])
     k = int(np.nanargmin(err))
     return {**{a: float(v) for a, v in (fixed or {}).items()}, **dict(zip(aus, combos[k].tolist()))}, float(err[k])

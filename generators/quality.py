@@ -126,7 +126,6 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def align_real(paths: list[Path], size: int, feats: DlibFeatures) -> np.ndarray:
     """Real photos aligned into size x size crops the way the generator aligns (uint8 RGB)."""
-
     from fewshot.io import read_image
 
     from .warp import crop_transform, warp_crop

@@ -132,7 +132,6 @@ def training_pairs(without: str | Path, with_: str | Path, size: int, identities
                    smile_aus: dict[str, float] | None = None):
     """(inputs uint8, landmarks, aus, targets uint8) for refiner training: each 'without' photo warped
     onto its 'with' twin's landmarks (semantic AU6 on), and the twin aligned the same way."""
-
     from fewshot.analysis import Analyzer
     from fewshot.io import read_image
 

@@ -105,13 +105,6 @@ def pixel_distance(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float((np.abs(ga - gb) * w).sum())
 
 
-def landmark_distance(a: np.ndarray, ref: np.ndarray) -> float:
-    """Stage 2's measure: ``a`` similarity-aligned onto ``ref`` on the stable points, mean error / IOD."""
-    from fewshot.landmarks import STABLE, apply_affine, normalized_error, similarity_transform
-
-    return float(normalized_error(apply_affine(similarity_transform(a[STABLE], ref[STABLE]), a), ref))
-
-
 def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None) -> tuple[dict, dict]:
     """Profiles of the neutral photos and the FACS codes of the real smiles ({id: (aus, error)});
     ``au6``: hold AU6 at this intensity and code only AU12 and AU25."""
@@ -130,8 +123,10 @@ def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None) ->
 
 
 def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, appearance_out: str | None = None) -> list[dict]:
-    """Learn the AU6 shading on ``train``, render each ``test`` identity's coded smile; one row each."""
+    """Learn the AU6 shading on ``train``, render each ``test`` identity's coded smile; one row each.
+    Landmarks are compared with stage 2's measure (similarity-aligned on the stable points, / IOD)."""
     from fewshot.io import read_image
+    from fewshot.landmarks import aligned_error
     from generators.appearance import fit_appearance_from_folders
     from generators.aus import intensity_level
     from generators.render import WarpGenerator
@@ -155,11 +150,11 @@ def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, 
         real_lm, neu_lm = redetect(real, real_lm), redetect(neu, neu_lm)
         mask = face_region(real_lm)
         row = {"id": i, **aus, "code_error": fit_err,
-               "lm_neutral": landmark_distance(neu_lm, real_lm), "px_neutral": pixel_distance(neu, real, mask)}
+               "lm_neutral": aligned_error(neu_lm, real_lm), "px_neutral": pixel_distance(neu, real, mask)}
         for name, g in gens.items():
             level = 0.0 if name == "landmarks_only" else float(intensity_level(aus["AU06"]))
             b = g.render(prof, smile_row(prof, aus, level), size=SIZE)
-            row[f"lm_{name}"] = landmark_distance(redetect(b.images[0], b.landmarks[0]), real_lm)
+            row[f"lm_{name}"] = aligned_error(redetect(b.images[0], b.landmarks[0]), real_lm)
             row[f"px_{name}"] = pixel_distance(b.images[0], real, mask)
             if save and name == "learned":
                 Path(save).mkdir(parents=True, exist_ok=True)

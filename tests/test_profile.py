@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fewshot.io import read_image
-from fewshot.landmarks import STABLE, apply_affine, interocular, normalized_error, similarity_transform
+from fewshot.landmarks import aligned_error, interocular, normalized_error
 from fewshot.pose import estimate_pose
 from generators import PersonProfile, fit_profile
 
@@ -90,11 +90,6 @@ def inner_lip_gap(lm: np.ndarray) -> float:
     return float((lm[[67, 66, 65], 1] - lm[[61, 62, 63], 1]).mean() / interocular(lm))
 
 
-def aligned(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """src moved onto ref by a similarity fitted on the stable points (the head moved between photos)."""
-    return apply_affine(similarity_transform(src[STABLE], ref[STABLE]), src)
-
-
 def london_smile_errors(london, analyzer) -> tuple[np.ndarray, np.ndarray]:
     pred_err, neutral_err = [], []
     for neutral_path in sorted((london / "neutral_front").glob("*_03.jpg")):
@@ -105,8 +100,8 @@ def london_smile_errors(london, analyzer) -> tuple[np.ndarray, np.ndarray]:
         if inner_lip_gap(real) > LIPS_PART_GAP:
             aus["AU25"] = AU25_INTENSITY
         pred = profile.landmarks_for(*profile.pose_degrees, aus)
-        pred_err.append(normalized_error(aligned(pred, real), real))
-        neutral_err.append(normalized_error(aligned(profile.landmarks, real), real))
+        pred_err.append(aligned_error(pred, real))
+        neutral_err.append(aligned_error(profile.landmarks, real))
     return np.array(pred_err), np.array(neutral_err)
 
 
