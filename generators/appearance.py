@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from fewshot.errors import InputError
-from fewshot.landmarks import apply_affine
+from fewshot.landmarks import apply_affine, interocular
 
 from . import warp as W
 
@@ -313,12 +313,20 @@ def load_appearance(path: str | Path | None) -> AppearanceModel:
 
 # -- learning from pairs -------------------------------------------------------------------------------
 
-def to_canonical(image: np.ndarray, landmarks: np.ndarray, rotation: np.ndarray | None = None) -> np.ndarray:
-    """Warp a uint8 RGB face (68 landmarks, px) into the shape-normalised CANONICAL space."""
+def to_canonical(image: np.ndarray, landmarks: np.ndarray, rotation: np.ndarray | None = None,
+                 sem: dict[str, float] | None = None) -> np.ndarray:
+    """Warp a uint8 RGB face (68 landmarks, px) into the shape-normalised CANONICAL space.
+
+    ``sem``: semantic AU levels the face shows; their mesh displacements (:data:`DISPLACEMENTS`, as the
+    renderer applies them) are followed, so that what is left is the skin change beyond that motion."""
     R = np.eye(3) if rotation is None else rotation
     M = W.crop_transform(landmarks, CANONICAL)
     image, f = W.prescale(image, W.transform_scale(M))
     src_face = W.face_points(landmarks, R)
+    if sem:
+        for i, d in AppearanceModel().displacements(sem, float(interocular(landmarks))):
+            if i >= W.N_LANDMARKS:  # the photo's own landmarks are measured, not modelled
+                src_face[i] += d
     border_src = apply_affine(W.invert_affine(M), W.border_points(CANONICAL))
     src = W.to_prescaled(np.concatenate([src_face, border_src]), f)
     dst = _tpl()
@@ -364,8 +372,9 @@ def fit_appearance(
     xs = np.array([float(intensity_level(v)) for v in levels])
     m = region_masks()[au]
     diffs, hf_gain = [], []
-    for img0, lm0, img1, lm1 in pairs:
-        a, b = log_luminance(to_canonical(img0, lm0)), log_luminance(to_canonical(img1, lm1))
+    for (img0, lm0, img1, lm1), x in zip(pairs, xs):
+        # the renderer moves the mesh for this AU (cheek apex, chin boss up): learn only what is left
+        a, b = log_luminance(to_canonical(img0, lm0)), log_luminance(to_canonical(img1, lm1, sem={au: x}))
         d = b - a
         # remove a global exposure change between the two photos (median over the whole face)
         d -= np.median(d)

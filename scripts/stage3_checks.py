@@ -13,7 +13,8 @@ the same person's real smiling photo, all three in area-filtered aligned 256 px 
 (detected on each crop, similarity-aligned on the stable points as in stage 2, / inter-ocular) and
 pixels (grey levels in the cheek and eye regions inside the face, low-passed, region mean matched).
 Baseline: the neutral photo itself. Generators: learned AU6 shading, the default procedural AU6
-appearance, and landmarks only (no semantic appearance).
+appearance, landmarks only (no semantic appearance), and "reenacted": the learned one driven by the real
+smile's own landmarks instead of the motion model (the generator alone, without the coding step).
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def landmarks_cache() -> dict[str, np.ndarray]:
     return out
 
 
-def smile_row(profile, aus: dict[str, float], sem_au06: float) -> pd.DataFrame:
-    """One grid row: the profile's own pose with FACS intensities ``aus`` and AU6 appearance level."""
+def smile_row(profile, aus: dict[str, float], sem_au06: float, landmarks: np.ndarray | None = None) -> pd.DataFrame:
+    """One grid row: the profile's own pose with FACS intensities ``aus`` and AU6 appearance level;
+    target landmarks from the motion model, or ``landmarks`` (68, 2) in the profile photo's px."""
     yaw, pitch, roll = profile.pose_degrees
-    lm = profile.landmarks_for(yaw, pitch, roll, aus)
+    lm = profile.landmarks_for(yaw, pitch, roll, aus) if landmarks is None else np.asarray(landmarks, float)
     row = {"sample_id": 0, "seed": 0, "yaw": yaw, "pitch": pitch, "roll": roll, **aus, "expression": "happiness"}
     row.update({f"tx_{k}": lm[k, 0] for k in range(68)})
     row.update({f"ty_{k}": lm[k, 1] for k in range(68)})
@@ -126,7 +128,7 @@ def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, 
     """Learn the AU6 shading on ``train``, render each ``test`` identity's coded smile; one row each.
     Landmarks are compared with stage 2's measure (similarity-aligned on the stable points, / IOD)."""
     from fewshot.io import read_image
-    from fewshot.landmarks import aligned_error
+    from fewshot.landmarks import STABLE, aligned_error, apply_affine, similarity_transform
     from generators.appearance import fit_appearance_from_folders
     from generators.aus import intensity_level
     from generators.render import WarpGenerator
@@ -151,9 +153,13 @@ def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, 
         mask = face_region(real_lm)
         row = {"id": i, **aus, "code_error": fit_err,
                "lm_neutral": aligned_error(neu_lm, real_lm), "px_neutral": pixel_distance(neu, real, mask)}
-        for name, g in gens.items():
+        # "reenacted": the generator alone, driven by the real smile's own landmarks (moved into the
+        # neutral photo's frame on the stable points) instead of the motion model at the coded AUs
+        real_full = lmc[str(p_smi)]
+        reenact = apply_affine(similarity_transform(real_full[STABLE], prof.landmarks[STABLE]), real_full)
+        for name, g in {**gens, "reenacted": gens["learned"]}.items():
             level = 0.0 if name == "landmarks_only" else float(intensity_level(aus["AU06"]))
-            b = g.render(prof, smile_row(prof, aus, level), size=SIZE)
+            b = g.render(prof, smile_row(prof, aus, level, reenact if name == "reenacted" else None), size=SIZE)
             row[f"lm_{name}"] = aligned_error(redetect(b.images[0], b.landmarks[0]), real_lm)
             row[f"px_{name}"] = pixel_distance(b.images[0], real, mask)
             if save and name == "learned":
@@ -183,7 +189,7 @@ def cmd_smile(args) -> None:
     df = pd.DataFrame(rows).sort_values("id")
     df.round(5).to_csv(args.out, index=False)
     print(f"\n{len(df)} identities in {time.time() - t0:.0f}s -> {args.out}")
-    for name in ["learned", "procedural", "landmarks_only"]:
+    for name in ["learned", "procedural", "landmarks_only", "reenacted"]:
         lm_ok, px_ok = df[f"lm_{name}"] < df.lm_neutral, df[f"px_{name}"] < df.px_neutral
         print(f"{name:15s} landmarks closer than neutral: {lm_ok.mean():.1%} (mean {df[f'lm_{name}'].mean():.4f} vs {df.lm_neutral.mean():.4f}); "
               f"pixels closer: {px_ok.mean():.1%} (mean {df[f'px_{name}'].mean():.3f} vs {df.px_neutral.mean():.3f}); both {(lm_ok & px_ok).mean():.1%}; "
