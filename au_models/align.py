@@ -20,6 +20,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from fewshot.crop import warp_crop
 from fewshot.landmarks import N_POINTS, STABLE
 
 MIN_POINTS = 3
@@ -114,9 +115,8 @@ def align_faces(
     ok = np.isfinite(mats).all((1, 2))
     crops = np.zeros((len(lm), S, S, 3), np.uint8)
     for i in np.flatnonzero(ok):
-        crops[i] = cv2.warpAffine(
-            np.ascontiguousarray(images[i]), mats[i], (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        # area-filtered like the generator's crops: a photo's face is often several times the crop size
+        crops[i] = warp_crop(np.ascontiguousarray(images[i]), mats[i], S, cv2.BORDER_REPLICATE)
     out_lm = np.full(lm.shape, np.nan, np.float32)
     out_lm[ok] = transform_points(mats[ok], lm[ok])
     return crops, out_lm, ok

@@ -25,6 +25,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from fewshot.crop import prescale, transform_scale, warp_crop  # noqa: F401  (re-exported: generators.warp.*)
 from fewshot.landmarks import INNER_LIPS, LEFT_EYE, RIGHT_EYE, STABLE, similarity_transform
 from fewshot.pose import euler_to_matrix, mean_face_3d
 
@@ -268,32 +269,8 @@ def crop_transform(landmarks: np.ndarray, size: int) -> np.ndarray:
     return similarity_transform(landmarks[ALIGN_POINTS], TEMPLATE_68[ALIGN_POINTS] * size)
 
 
-def warp_crop(image: np.ndarray, m: np.ndarray, size: int | tuple[int, int], border: int = cv2.BORDER_REFLECT) -> np.ndarray:
-    """``image`` warped by the 2x3 affine ``m`` into a size x size (or (h, w)) output, without aliasing:
-    ``cv2.warpAffine`` has no area filter (INTER_AREA falls back to bilinear), so a strong downscale
-    first goes through :func:`prescale`. Real photos cropped this way match the generator's crops."""
-    h, w = (size, size) if np.isscalar(size) else size
-    small, f = prescale(image, transform_scale(m))
-    ms = np.asarray(m, np.float64).copy()
-    if f != 1.0:  # compose with the inverse of to_prescaled: x = (x_small + 0.5) / f - 0.5
-        ms[:, 2] += ms[:, :2] @ np.full(2, 0.5 / f - 0.5)
-        ms[:, :2] /= f
-    return cv2.warpAffine(small, ms, (int(w), int(h)), flags=cv2.INTER_LINEAR, borderMode=border)
-
-
 def invert_affine(m: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(m.astype(np.float64))
-
-
-def prescale(image: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
-    """Downscale an RGB image (INTER_AREA) when it will be sampled at ``scale`` < 0.8 of its
-    resolution, so a bilinear remap does not alias; returns the image and the factor applied."""
-    if scale >= 0.8:
-        return image, 1.0
-    f = min(1.0, scale * 1.25)
-    h, w = image.shape[:2]
-    small = cv2.resize(image, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
-    return small, small.shape[1] / w
 
 
 def to_prescaled(points: np.ndarray, f: float) -> np.ndarray:
@@ -301,5 +278,3 @@ def to_prescaled(points: np.ndarray, f: float) -> np.ndarray:
     return points if f == 1.0 else (np.asarray(points, float) + 0.5) * f - 0.5
 
 
-def transform_scale(m: np.ndarray) -> float:
-    return float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
