@@ -3,6 +3,7 @@
     python scripts/stage3_checks.py identity --n 200          # identity + landmark fidelity, 40 x n images
     python scripts/stage3_checks.py smile                     # generated smile vs real smile, 2-fold -> docs/stage3_smile.csv
     python scripts/stage3_checks.py sheet --out docs/stage3_au_intensities.png
+    python scripts/stage3_checks.py mouth                     # painted vs real mouth interiors -> docs/stage3_mouth.csv
 
 ``smile``: each real smile is coded with FACS intensities from its landmarks (AU6, AU12 A..E, AU25
 0..E: :func:`generators.code_expression`, the combination whose motion-model landmarks lie closest;
@@ -255,6 +256,60 @@ def cmd_sheet(args) -> None:
     print(f"{args.out}: {Path(args.out).stat().st_size / 1e3:.0f} kB")
 
 
+def mouth_rows(identities, lmc, tiles: list | None = None) -> list[dict]:
+    """Each real smile's inner mouth vs the generator's, driven by the same (real) landmarks from the
+    neutral photo: mean |RGB| difference inside the inner-lip curve, and the brightness of each
+    (90th percentile and mean of the grey level: teeth and cavity). Smiles whose lips barely part
+    (fewer than 30 px inside at 256) are skipped."""
+    from fewshot.io import read_image
+    from fewshot.landmarks import INNER_LIPS, STABLE, apply_affine, similarity_transform
+    from generators import fit_profile
+    from generators.render import WarpGenerator
+
+    g = WarpGenerator()
+    rows = []
+    for i in identities:
+        prof = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
+        p = LONDON / "smiling_front" / f"{i}_08.jpg"
+        real, _ = aligned(read_image(p), lmc[str(p)])
+        target = apply_affine(similarity_transform(lmc[str(p)][STABLE], prof.landmarks[STABLE]), lmc[str(p)])
+        b = g.render(prof, smile_row(prof, {"AU12": 3.0}, 0.0, target), size=SIZE)
+        img, lm = b.images[0], b.landmarks[0]
+        m = np.zeros((SIZE, SIZE), np.uint8)
+        cv2.fillPoly(m, [np.round(lm[INNER_LIPS]).astype(np.int32)], 1)
+        m = cv2.erode(m, np.ones((3, 3), np.uint8)).astype(bool)
+        if m.sum() < 30:
+            continue
+        gr, gg = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[m].astype(float) for x in (real, img))
+        rows.append({"id": i, "pixels": int(m.sum()), "rgb_diff": float(np.abs(real[m].astype(float) - img[m]).mean()),
+                     "real_p90": float(np.percentile(gr, 90)), "generated_p90": float(np.percentile(gg, 90)),
+                     "real_mean": float(gr.mean()), "generated_mean": float(gg.mean())})
+        if tiles is not None:
+            x0, y0 = np.floor(lm[INNER_LIPS].min(0)).astype(int) - [14, 14]
+            x0, y0 = int(np.clip(x0, 0, SIZE - 104)), int(np.clip(y0, 0, SIZE - 52))
+            tiles.append(np.concatenate([real[y0:y0 + 52, x0:x0 + 104], img[y0:y0 + 52, x0:x0 + 104]], 1))
+    return rows
+
+
+def cmd_mouth(args) -> None:
+    from fewshot.io import write_image
+
+    t0 = time.time()
+    tiles: list = []
+    df = pd.DataFrame(mouth_rows(ids(), landmarks_cache(), tiles))
+    df.round(3).to_csv(args.out, index=False)
+    print(df.round(1).to_string(index=False))
+    print(f"\n{len(df)} smiles with parted lips ({time.time() - t0:.0f}s) -> {args.out}")
+    print(f"inner mouth |RGB| difference {df.rgb_diff.mean():.1f}; grey p90 real {df.real_p90.mean():.1f} vs generated "
+          f"{df.generated_p90.mean():.1f}; mean real {df.real_mean.mean():.1f} vs generated {df.generated_mean.mean():.1f}")
+    if args.sheet:
+        cols = 4
+        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % cols)
+        sheet = np.concatenate([np.concatenate(tiles[k:k + cols], 1) for k in range(0, len(tiles), cols)], 0)
+        write_image(args.sheet, sheet)
+        print(f"{args.sheet}: real | generated pairs")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -274,8 +329,11 @@ def main() -> None:
     s.add_argument("--ids", default="001,012,024")
     s.add_argument("--tile", type=int, default=160)
     s.add_argument("--out", default=str(ROOT / "docs" / "stage3_au_intensities.png"))
+    s = sub.add_parser("mouth")
+    s.add_argument("--out", default=str(ROOT / "docs" / "stage3_mouth.csv"))
+    s.add_argument("--sheet", default=str(ROOT / "docs" / "stage3_mouths.jpg"), help="real | generated mouths ('' = none)")
     a = ap.parse_args()
-    {"smile": cmd_smile, "identity": cmd_identity, "sheet": cmd_sheet}[a.cmd](a)
+    {"smile": cmd_smile, "identity": cmd_identity, "sheet": cmd_sheet, "mouth": cmd_mouth}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,57 @@ def test_closed_eyes_are_painted(profile):
     assert closed_std < 0.8 * open_std
 
 
+def test_mouth_interior_shows_teeth_and_a_cavity(profile):
+    """A parted smile is mostly teeth, brighter than the sclera sample; a wide-open mouth shows upper
+    teeth at the top and a dark cavity below them."""
+    from fewshot.landmarks import INNER_LIPS
+    from generators import generate
+    from generators.mouth import sample_colours
+
+    yaw, pitch, roll = profile.pose_degrees
+    specs = [(yaw, pitch, roll, {"AU12": 4.0, "AU25": 4.0}), (yaw, pitch, roll, {"AU25": 5.0, "AU26": 5.0, "AU27": 4.0})]
+    b = generate(profile, rows_for(profile, specs), size=256)
+    teeth = sample_colours(profile.image, profile.landmarks).teeth.mean()
+    for k, (img, lm) in enumerate(zip(b.images, b.landmarks)):
+        m = np.zeros(img.shape[:2], np.uint8)
+        cv2.fillPoly(m, [np.round(lm[INNER_LIPS]).astype(np.int32)], 1)
+        m = cv2.erode(m, np.ones((3, 3), np.uint8)).astype(bool)
+        grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(float)
+        assert b.records[k]["mouth_interior"] > 0.5 and m.sum() > 30
+        if k == 0:
+            assert (grey[m] > 0.8 * teeth).mean() > 0.7, "a smile's opening is mostly teeth"
+            assert (grey[m] < 0.35 * teeth).mean() < 0.1, "no dark crescent under them"
+            assert np.percentile(grey[m], 90) > 0.9 * teeth
+        else:
+            ys = np.nonzero(m)[0]
+            upper = m & (np.arange(img.shape[0])[:, None] < ys.min() + 0.25 * (ys.max() - ys.min()))
+            assert (grey[upper] > 0.6 * teeth).mean() > 0.4, "upper teeth under the upper lip"
+            assert (grey[m] < 0.35 * teeth).mean() > 0.2, "a dark cavity"
+
+
+def test_painted_mouths_match_real_smiles(london):
+    """Driven by each real smile's own landmarks, the painted interior is about as bright as the real
+    teeth (scripts/stage3_checks.py mouth does all 40)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("stage3_checks", Path(__file__).resolve().parents[1] / "scripts" / "stage3_checks.py")
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    from fewshot.analysis import Analyzer
+    from fewshot.io import read_image
+
+    det, lmc = Analyzer(embed=False), {}
+    ids = ["002", "009", "030", "114", "134"]
+    for i in ids:
+        for sub, k in (("neutral_front", "03"), ("smiling_front", "08")):
+            p = london / sub / f"{i}_{k}.jpg"
+            lmc[str(p)] = det.analyze_image(read_image(p))[0].landmarks
+    df = pd.DataFrame(checks.mouth_rows(ids, lmc))
+    assert len(df) == 5, df
+    assert df.rgb_diff.mean() < 35 and (df.real_p90 - df.generated_p90).abs().mean() < 20, df
+
+
 @pytest.mark.parametrize("au,region", [("AU06", ("crows_feet", "infraorbital")), ("AU17", ("chin",))])
 def test_semantic_appearance_raises_high_frequency_energy(profile, au, region):
     """Skin texture energy in the AU's region grows with intensity (0 < A < C < E); 0 changes nothing."""
