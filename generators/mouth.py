@@ -98,10 +98,11 @@ def tooth_edges(seed: int = 0) -> np.ndarray:
 
 
 def paint_mouth(crop: np.ndarray, lm: np.ndarray, colours: FaceColours, alpha: float, seed: int = 0) -> None:
-    """Paint the mouth's interior inside the inner-lip polygon of ``lm`` (crop px), blended by ``alpha``
-    in [0, 1]: upper teeth hanging from the upper lip (up to ~0.19 of the mouth width long, shorter
-    towards the corners), lower teeth rising from the lower lip when the gap is wider than the upper
-    teeth, a dark cavity between them and in the corners (buccal corridors). Teeth are shaded darker
+    """Paint the mouth's interior inside smooth curves through the inner-lip landmarks of ``lm`` (crop
+    px), blended by ``alpha`` in [0, 1]: upper teeth from the upper lip down to an incisal arc ~0.19
+    of the mouth width below it, lower teeth up to ~0.12 above the lower lip (covered by the upper ones
+    where the gap is narrow), a dark cavity between them and in the corners (buccal corridors), the
+    tongue low in a wide-open mouth. Teeth are shaded darker
     under the upper lip, towards the corners and along the soft gaps between teeth, which follow the
     arch (:func:`tooth_edges`)."""
     if alpha <= 0:
@@ -122,7 +123,10 @@ def paint_mouth(crop: np.ndarray, lm: np.ndarray, colours: FaceColours, alpha: f
     e = (lm[64] - lm[60]) / width
     n = np.array([-e[1], e[0]])
     along, down = (xs - c0[0]) * e[0] + (ys - c0[1]) * e[1], (xs - c0[0]) * n[0] + (ys - c0[1]) * n[1]
-    to_frame = lambda pts: np.stack([(pts - c0) @ e, (pts - c0) @ n], 1)  # noqa: E731
+
+    def to_frame(pts: np.ndarray) -> np.ndarray:
+        return np.stack([(pts - c0) @ e, (pts - c0) @ n], 1)
+
     top = np.interp(along, *_sorted(to_frame(upper)))  # lip edges above / below each pixel
     bot = np.interp(along, *_sorted(to_frame(lower)))
     top_c, bot_c = (float(np.interp(0.0, *_sorted(to_frame(arc)))) for arc in (upper, lower))
