@@ -126,19 +126,25 @@ class PreparedSource:
     full_size: tuple[int, int]  # (h, w) of the original image
 
 
-def prepare_source(profile: Any, size: int) -> PreparedSource:
+def prepare_source(profile: Any, size: int | None = None, scale: float | None = None) -> PreparedSource:
+    """The profile's photo ready to render from: area-downscaled for crops of ``size`` px (or by the
+    factor ``scale``, e.g. for full frames at a reduced resolution), mesh points, colours, openings."""
     image = np.asarray(profile.image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ConfigError(f"profile.image must be uint8 (H, W, 3) RGB, got {image.dtype} {image.shape}")
     lm = np.asarray(profile.landmarks, float)
     pose = getattr(profile, "pose", None) or estimate_pose(lm, (image.shape[1], image.shape[0]))
     R = pose.matrix
-    small, f = W.prescale(image, W.transform_scale(W.crop_transform(lm, size)))
-    pts = W.to_prescaled(W.face_points(lm, R), f)
+    if scale is None:
+        small, f = W.prescale(image, W.transform_scale(W.crop_transform(lm, size)))
+    else:
+        small = image if scale >= 1 else cv2.resize(
+            image, (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        f = small.shape[1] / image.shape[1]
     return PreparedSource(
         image=small,
         scale=f,
-        points=pts,
+        points=W.to_prescaled(W.face_points(lm, R), f),
         rotation=R,
         shape3d=getattr(profile, "shape3d", None),
         colours=sample_colours(small, W.to_prescaled(lm, f)),
@@ -276,7 +282,7 @@ class WarpGenerator(Generator):
             f = min(1.0, self.full_frame_max_side / max(h, w))
             fh, fw = int(round(h * f)), int(round(w * f))
             frames = np.empty((n, fh, fw, 3), np.uint8)
-            rf = WarpRenderer(_rescaled(profile, f), self.appearance, self.name)
+            rf = WarpRenderer(prepare_source(profile, scale=f), self.appearance, self.name)
         for i in range(n):
             aus, sem = t.row(i)
             M = W.crop_transform(t.landmarks[i], size)
@@ -287,16 +293,6 @@ class WarpGenerator(Generator):
                 Mf = np.array([[f, 0, 0], [0, f, 0]], float)
                 frames[i] = rf.render(t.landmarks[i], t.pose[i], aus, sem, int(t.seeds[i]), Mf, (fh, fw))[0]
         return GeneratedBatch(images, lms, Ms, records, frames, self.name)
-
-
-def _rescaled(profile: Any, f: float) -> PreparedSource:
-    image = np.asarray(profile.image)
-    lm = np.asarray(profile.landmarks, float)
-    pose = getattr(profile, "pose", None) or estimate_pose(lm, (image.shape[1], image.shape[0]))
-    small = cv2.resize(image, (int(round(image.shape[1] * f)), int(round(image.shape[0] * f))), interpolation=cv2.INTER_AREA) if f < 1 else image
-    f = small.shape[1] / image.shape[1]
-    return PreparedSource(small, f, W.to_prescaled(W.face_points(lm, pose.matrix), f), pose.matrix, getattr(profile, "shape3d", None),
-                          sample_colours(small, W.to_prescaled(lm, f)), eye_openings(lm), mouth_opening(lm), image.shape[:2])
 
 
 def generate(profile: Any, grid_rows: pd.DataFrame, size: int = 256, full_frame: bool = False,
