@@ -36,6 +36,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from fewshot.crop import prescale, transform_scale
 from fewshot.errors import InputError
 from fewshot.landmarks import apply_affine, interocular
 
@@ -321,7 +322,7 @@ def to_canonical(image: np.ndarray, landmarks: np.ndarray, rotation: np.ndarray 
     renderer applies them) are followed, so that what is left is the skin change beyond that motion."""
     R = np.eye(3) if rotation is None else rotation
     M = W.crop_transform(landmarks, CANONICAL)
-    image, f = W.prescale(image, W.transform_scale(M))
+    image, f = prescale(image, transform_scale(M))
     src_face = W.face_points(landmarks, R)
     if sem:
         for i, d in AppearanceModel().displacements(sem, float(interocular(landmarks))):

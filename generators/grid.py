@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from fewshot.crop import warp_crop
 from fewshot.errors import ConfigError
 from fewshot.landmarks import N_POINTS
 from fewshot.registry import Registry
@@ -37,7 +38,6 @@ from fewshot.registry import Registry
 from .aus import EXCLUSIVE, intensity_level, intensity_to_letter, parse_aus
 from .profile import PersonProfile
 from .semantic import SEMANTIC_AUS
-from .warp import warp_crop
 
 # DISFA's 8 evaluated AUs: the default design.
 DEFAULT_AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")

@@ -128,7 +128,9 @@ def align_real(paths: list[Path], size: int, feats: DlibFeatures) -> np.ndarray:
     """Real photos aligned into size x size crops the way the generator aligns (uint8 RGB)."""
     from fewshot.io import read_image
 
-    from .warp import crop_transform, warp_crop
+    from fewshot.crop import warp_crop
+
+    from .warp import crop_transform
 
     out = []
     for p in paths:

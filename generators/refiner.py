@@ -138,7 +138,9 @@ def training_pairs(without: str | Path, with_: str | Path, size: int, identities
     from .appearance import pair_photos
     from .aus import intensity_level
     from .profile import fit_profile
-    from .warp import crop_transform, warp_crop
+    from fewshot.crop import warp_crop
+
+    from .warp import crop_transform
 
     aus = smile_aus or {"AU06": 3.0, "AU12": 4.0}  # a posed smile, roughly (the photos carry no AU codes)
     pairs = pair_photos(without, with_)

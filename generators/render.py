@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from fewshot.crop import prescale, transform_scale
 from fewshot.errors import ConfigError
 from fewshot.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE, apply_affine, interocular, similarity_transform
 from fewshot.pose import estimate_pose
@@ -136,7 +137,7 @@ def prepare_source(profile: Any, size: int | None = None, scale: float | None = 
     pose = getattr(profile, "pose", None) or estimate_pose(lm, (image.shape[1], image.shape[0]))
     R = pose.matrix
     if scale is None:
-        small, f = W.prescale(image, W.transform_scale(W.crop_transform(lm, size)))
+        small, f = prescale(image, transform_scale(W.crop_transform(lm, size)))
     else:
         small = image if scale >= 1 else cv2.resize(
             image, (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)

@@ -25,7 +25,6 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from fewshot.crop import prescale, transform_scale, warp_crop  # noqa: F401  (re-exported: generators.warp.*)
 from fewshot.landmarks import INNER_LIPS, LEFT_EYE, RIGHT_EYE, STABLE, similarity_transform
 from fewshot.pose import euler_to_matrix, mean_face_3d
 
@@ -276,5 +275,3 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
 def to_prescaled(points: np.ndarray, f: float) -> np.ndarray:
     """Pixel coordinates of an image mapped into its copy resized by ``f`` (pixel centres line up)."""
     return points if f == 1.0 else (np.asarray(points, float) + 0.5) * f - 0.5
-
-

@@ -75,7 +75,8 @@ SMILE_AUS = ("AU06", "AU12", "AU25")  # coded on every real smile; AU6 and AU12 
 def aligned(img: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The aligned SIZE crop of a photo (area-filtered, as the generator renders) and its landmarks."""
     from fewshot.landmarks import apply_affine
-    from generators.warp import crop_transform, warp_crop
+    from fewshot.crop import warp_crop
+    from generators.warp import crop_transform
 
     M = crop_transform(lm, SIZE)
     return warp_crop(img, M, SIZE), apply_affine(M, lm)

@@ -80,7 +80,8 @@ def test_dense_map_reproduces_each_triangle_affine():
 def test_source_pose_renders_the_aligned_source(profile):
     """Rendering the source's own landmarks at its own pose is the plain aligned crop."""
     from generators import generate
-    from generators.warp import crop_transform, warp_crop
+    from fewshot.crop import warp_crop
+    from generators.warp import crop_transform
 
     yaw, pitch, roll = profile.pose_degrees
     rows = rows_for(profile, [(yaw, pitch, roll, {})])
@@ -98,7 +99,7 @@ def test_source_pose_renders_the_aligned_source(profile):
 
 def test_warp_crop_is_area_filtered_and_pixel_exact():
     """A strong downscale through warp_crop matches cv2.resize(INTER_AREA); warpAffine alone aliases."""
-    from generators.warp import warp_crop
+    from fewshot.crop import warp_crop
 
     yy, xx = np.mgrid[0:800, 0:800]
     img = np.repeat((((xx // 3 + yy // 3) % 2) * 255).astype(np.uint8)[..., None], 3, axis=2)
