@@ -107,6 +107,17 @@ def _bandpass_noise(rng: np.random.Generator, cell: float) -> np.ndarray:
     return b / max(float(b.std()), 1e-6)
 
 
+def mesh_displacements(sem: dict[str, float], iod: float) -> list[tuple[int, np.ndarray]]:
+    """Mesh point displacements (px) of :data:`DISPLACEMENTS` for semantic levels {AU: 0..1}, given the
+    face's inter-ocular distance (px)."""
+    out = []
+    for au, moves in DISPLACEMENTS.items():
+        x = min(float(sem.get(au, 0.0) or 0.0), 1.0)
+        if x > 0:
+            out += [(i, np.array([dx, dy]) * x * iod) for i, dx, dy in moves]
+    return out
+
+
 @dataclass(frozen=True)
 class RegionMasks:
     """Soft masks (CANONICAL x CANONICAL float32 in [0, 1]) of the face regions AUs act on."""
@@ -276,13 +287,8 @@ class AppearanceModel:
         return total
 
     def displacements(self, sem: dict[str, float], iod: float) -> list[tuple[int, np.ndarray]]:
-        """Mesh point displacements (px) for semantic levels {AU: 0..1}, given the target inter-ocular px."""
-        out = []
-        for au, moves in DISPLACEMENTS.items():
-            x = min(float(sem.get(au, 0.0) or 0.0), 1.0)
-            if x > 0:
-                out += [(i, np.array([dx, dy]) * x * iod) for i, dx, dy in moves]
-        return out
+        """Mesh point displacements (px) for semantic levels {AU: 0..1}: :func:`mesh_displacements`."""
+        return mesh_displacements(sem, iod)
 
     def save(self, path: str | Path) -> None:
         from fewshot.io import atomic_path
@@ -325,7 +331,7 @@ def to_canonical(image: np.ndarray, landmarks: np.ndarray, rotation: np.ndarray 
     image, f = prescale(image, transform_scale(M))
     src_face = W.face_points(landmarks, R)
     if sem:
-        for i, d in AppearanceModel().displacements(sem, float(interocular(landmarks))):
+        for i, d in mesh_displacements(sem, float(interocular(landmarks))):
             if i >= W.N_LANDMARKS:  # the photo's own landmarks are measured, not modelled
                 src_face[i] += d
     border_src = apply_affine(W.invert_affine(M), W.border_points(CANONICAL))
