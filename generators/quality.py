@@ -199,11 +199,12 @@ def au_fidelity(images: np.ndarray, landmarks: np.ndarray, table: pd.DataFrame, 
     return metrics, probs
 
 
-def macro_auc(truth: pd.DataFrame, probs: pd.DataFrame) -> float:
-    """Mean over AUs (columns AUxx / AUxx_p) of the AUC, skipping AUs with one class only."""
+def macro_auc(truth: pd.DataFrame, probs: pd.DataFrame, aus: list[str]) -> float:
+    """Mean over ``aus`` (columns AUxx of ``truth`` / AUxx_p of ``probs``) of the AUC, skipping AUs with
+    one class only."""
     from au_models.metrics import roc_auc
 
-    vals = [roc_auc((truth[a].to_numpy() > 0).astype(int), probs[f"{a}_p"].to_numpy()) for a in (c[:-2] for c in probs.columns)]
+    vals = [roc_auc((truth[a].to_numpy() > 0).astype(int), probs[f"{a}_p"].to_numpy()) for a in aus]
     vals = [v for v in vals if np.isfinite(v)]
     return float(np.mean(vals)) if vals else float("nan")
 
@@ -259,8 +260,8 @@ def evaluate_quality(
         table = s.table.iloc[:n].reset_index(drop=True)
         fidelity, probs = au_fidelity(crops, s.landmarks[:n], table, None if au_model is None else au_model)
         per = pd.concat([per, probs], axis=1)
-        truth = table[[c[:-2] for c in probs.columns]]
-        per_pose["au_macro_auc"] = [macro_auc(truth[per.yaw_bin == b], probs[per.yaw_bin == b]) for b in per_pose.yaw_bin]
+        aus = fidelity.au.tolist()
+        per_pose["au_macro_auc"] = [macro_auc(table[per.yaw_bin == b], probs[per.yaw_bin == b], aus) for b in per_pose.yaw_bin]
     summary = {
         "n": int(len(per)),
         "detected": float(per.detected.mean()),
