@@ -39,20 +39,26 @@ def ids() -> list[str]:
     return sorted(p.stem.split("_")[0] for p in (LONDON / "neutral_front").glob("*_03.jpg"))
 
 
+def london_landmarks(identities, analyzer) -> dict[str, np.ndarray]:
+    """{photo path: (68, 2) landmarks} of the neutral and smiling photos of ``identities``."""
+    from fewshot.io import read_image
+
+    out = {}
+    for i in identities:
+        for kind, sub in (("03", "neutral_front"), ("08", "smiling_front")):
+            p = LONDON / sub / f"{i}_{kind}.jpg"
+            out[str(p)] = analyzer.analyze_image(read_image(p), str(p))[0].landmarks
+    return out
+
+
 def landmarks_cache() -> dict[str, np.ndarray]:
     from fewshot.analysis import Analyzer
-    from fewshot.io import read_image
 
     cache = Path("/tmp/fewshot_london_lm.npz")
     if cache.exists():
         d = np.load(cache)
         return {k: d[k] for k in d.files}
-    a = Analyzer(embed=False)
-    out = {}
-    for i in ids():
-        for kind, sub in (("03", "neutral_front"), ("08", "smiling_front")):
-            p = LONDON / sub / f"{i}_{kind}.jpg"
-            out[str(p)] = a.analyze_image(read_image(p), str(p))[0].landmarks
+    out = london_landmarks(ids(), Analyzer(embed=False))
     np.savez(cache, **out)
     return out
 

@@ -38,6 +38,17 @@ def rows_for(profile, specs, sem: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna(0.0)
 
 
+def stage3_checks():
+    """scripts/stage3_checks.py as a module (the London checks the tests run on a few identities)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("stage3_checks", Path(__file__).resolve().parents[1] / "scripts" / "stage3_checks.py")
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    return checks
+
+
 def hf_energy(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean squared Laplacian-of-grey inside a (S, S) mask, per image."""
     out = []
@@ -221,22 +232,11 @@ def test_mouth_interior_shows_teeth_and_a_cavity(profile):
 def test_painted_mouths_match_real_smiles(london):
     """Driven by each real smile's own landmarks, the painted interior is about as bright as the real
     teeth (scripts/stage3_checks.py mouth does all 40)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("stage3_checks", Path(__file__).resolve().parents[1] / "scripts" / "stage3_checks.py")
-    checks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(checks)
     from fewshot.analysis import Analyzer
-    from fewshot.io import read_image
 
-    det, lmc = Analyzer(embed=False), {}
+    checks = stage3_checks()
     ids = ["002", "009", "030", "114", "134"]
-    for i in ids:
-        for sub, k in (("neutral_front", "03"), ("smiling_front", "08")):
-            p = london / sub / f"{i}_{k}.jpg"
-            lmc[str(p)] = det.analyze_image(read_image(p))[0].landmarks
-    df = pd.DataFrame(checks.mouth_rows(ids, lmc))
+    df = pd.DataFrame(checks.mouth_rows(ids, checks.london_landmarks(ids, Analyzer(embed=False))))
     assert len(df) == 5, df
     assert df.rgb_diff.mean() < 35 and (df.real_p90 - df.generated_p90).abs().mean() < 20, df
 
@@ -364,22 +364,12 @@ def test_generated_smile_is_closer_to_the_real_smile(london):
     held-out people's coded smiles from their neutral photo: closer to their real smiling photo than
     the neutral photo is, on landmarks and on cheek/eye pixels (scripts/stage3_checks.py smile does
     all 40, identity-exclusive 2-fold)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("stage3_checks", Path(__file__).resolve().parents[1] / "scripts" / "stage3_checks.py")
-    checks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(checks)
     from fewshot.analysis import Analyzer
-    from fewshot.io import read_image
 
+    checks = stage3_checks()
     det = Analyzer(embed=False)
     train, test = ["001", "002", "004", "005", "006", "008"], ["012", "024", "034", "097"]
-    lmc = {}
-    for i in train + test:
-        for sub, k in (("neutral_front", "03"), ("smiling_front", "08")):
-            p = london / sub / f"{i}_{k}.jpg"
-            lmc[str(p)] = det.analyze_image(read_image(p))[0].landmarks
+    lmc = checks.london_landmarks(train + test, det)
     profiles, codes = checks.code_smiles(train + test, lmc)
     assert all(c[0]["AU06"] >= 1 and c[0]["AU12"] >= 1 for c in codes.values())
     df = pd.DataFrame(checks.smile_fold(train, test, lmc, profiles, codes, det))
