@@ -127,9 +127,9 @@ def paint_mouth(crop: np.ndarray, lm: np.ndarray, colours: FaceColours, alpha: f
     def to_frame(pts: np.ndarray) -> np.ndarray:
         return np.stack([(pts - c0) @ e, (pts - c0) @ n], 1)
 
-    top = np.interp(along, *_sorted(to_frame(upper)))  # lip edges above / below each pixel
-    bot = np.interp(along, *_sorted(to_frame(lower)))
-    top_c, bot_c = (float(np.interp(0.0, *_sorted(to_frame(arc)))) for arc in (upper, lower))
+    up_line, lo_line = _sorted(to_frame(upper)), _sorted(to_frame(lower))
+    top, bot = np.interp(along, *up_line), np.interp(along, *lo_line)  # lip edges above / below each pixel
+    top_c, bot_c = float(np.interp(0.0, *up_line)), float(np.interp(0.0, *lo_line))
     u = np.abs(along) / (width / 2)  # 0 centre, 1 corners
     soft = max(0.6, 0.015 * width)  # px: edges of painted shapes
     # tooth gaps: distance (px) to the nearest boundary between teeth, the midline included
