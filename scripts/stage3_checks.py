@@ -80,12 +80,20 @@ SMILE_AUS = ("AU06", "AU12", "AU25")  # coded on every real smile; AU6 and AU12 
 
 def aligned(img: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The aligned SIZE crop of a photo (area-filtered, as the generator renders) and its landmarks."""
-    from fewshot.landmarks import apply_affine
     from fewshot.crop import warp_crop
+    from fewshot.landmarks import apply_affine
     from generators.warp import crop_transform
 
     M = crop_transform(lm, SIZE)
     return warp_crop(img, M, SIZE), apply_affine(M, lm)
+
+
+def in_neutral_frame(profile, landmarks: np.ndarray) -> np.ndarray:
+    """Another photo's landmarks moved into the profile photo's frame (similarity on the stable points):
+    targets that reenact that photo's expression from the neutral one."""
+    from fewshot.landmarks import STABLE, apply_affine, similarity_transform
+
+    return apply_affine(similarity_transform(landmarks[STABLE], profile.landmarks[STABLE]), landmarks)
 
 
 def region_mask() -> np.ndarray:
@@ -136,7 +144,7 @@ def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, 
     """Learn the AU6 shading on ``train``, render each ``test`` identity's coded smile; one row each.
     Landmarks are compared with stage 2's measure (similarity-aligned on the stable points, / IOD)."""
     from fewshot.io import read_image
-    from fewshot.landmarks import STABLE, aligned_error, apply_affine, similarity_transform
+    from fewshot.landmarks import aligned_error
     from generators.appearance import fit_appearance_from_folders
     from generators.aus import intensity_level
     from generators.render import WarpGenerator
@@ -163,8 +171,7 @@ def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, 
                "lm_neutral": aligned_error(neu_lm, real_lm), "px_neutral": pixel_distance(neu, real, mask)}
         # "reenacted": the generator alone, driven by the real smile's own landmarks (moved into the
         # neutral photo's frame on the stable points) instead of the motion model at the coded AUs
-        real_full = lmc[str(p_smi)]
-        reenact = apply_affine(similarity_transform(real_full[STABLE], prof.landmarks[STABLE]), real_full)
+        reenact = in_neutral_frame(prof, lmc[str(p_smi)])
         for name, g in {**gens, "reenacted": gens["learned"]}.items():
             level = 0.0 if name == "landmarks_only" else float(intensity_level(aus["AU06"]))
             b = g.render(prof, smile_row(prof, aus, level, reenact if name == "reenacted" else None), size=SIZE)
@@ -269,7 +276,7 @@ def mouth_rows(identities, lmc, tiles: list | None = None) -> list[dict]:
     (90th percentile and mean of the grey level: teeth and cavity). Smiles whose lips barely part
     (fewer than 30 px inside at 256) are skipped."""
     from fewshot.io import read_image
-    from fewshot.landmarks import INNER_LIPS, STABLE, apply_affine, similarity_transform
+    from fewshot.landmarks import INNER_LIPS
     from generators import fit_profile
     from generators.render import WarpGenerator
 
@@ -279,7 +286,7 @@ def mouth_rows(identities, lmc, tiles: list | None = None) -> list[dict]:
         prof = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
         p = LONDON / "smiling_front" / f"{i}_08.jpg"
         real, _ = aligned(read_image(p), lmc[str(p)])
-        target = apply_affine(similarity_transform(lmc[str(p)][STABLE], prof.landmarks[STABLE]), lmc[str(p)])
+        target = in_neutral_frame(prof, lmc[str(p)])
         b = g.render(prof, smile_row(prof, {"AU12": 3.0}, 0.0, target), size=SIZE)
         img, lm = b.images[0], b.landmarks[0]
         m = np.zeros((SIZE, SIZE), np.uint8)
