@@ -211,11 +211,7 @@ class WarpRenderer:
         # turned head uncovers across the crop.
         border = W.border_points(out_shape)
         S = similarity_transform(face[W.ALIGN_POINTS], src.points[W.ALIGN_POINTS])
-        # The head outline (ears, hair, neck) goes halfway between turning with the head and staying
-        # with the background: the far side's ear neither smears the background nor floats off.
-        rigid = apply_affine(W.invert_affine(S), src.points[W.OUTLINE])
-        face[W.OUTLINE] = 0.5 * face[W.OUTLINE] + 0.5 * rigid
-        face = W.clamp_extras(face, out_shape)
+        face = W.clamp_extras(W.unfold_outline(face, src.points, S, R, src.rotation), out_shape)
         dst = np.concatenate([face, border])
         srcp = np.concatenate([src.points, apply_affine(S, border)])
 

@@ -4,12 +4,14 @@ aligned crop.
 The mesh has four kinds of vertices, always in this order (``N_MESH`` in all):
 
 * the 68 iBUG landmarks;
-* ``EXTRA_3D``: forehead and head-outline points defined on the 3D mean face (mm), placed in an image
-  by a weak-perspective fit of the rotated mean face to the 68 landmarks, so they turn with the head;
+* ``EXTRA_3D``: forehead points and a head-outline ring (beyond the face contour, around the ears and
+  the top of the neck) defined on the 3D mean face (mm), placed in an image by a weak-perspective fit
+  of the rotated mean face to the 68 landmarks, so they turn with the head; the renderer then sets
+  the ring from the contour with :func:`unfold_outline`;
 * ``INNER``: points inside the face (cheek apices, chin boss, infraorbital points) defined as fixed
   blends of landmarks, so semantic AU appearance can move skin where no landmark lives;
-* ``N_BORDER`` points on the crop border, which sample the source image at the same image position
-  (the background stays put while the head moves).
+* ``N_BORDER`` points around the crop, a quarter of its side outside it, which carry the background
+  (the renderer moves them rigidly with the head, never with its expression).
 
 One triangulation (Delaunay on the frontal template, eye and mouth openings kept as their own
 triangles) serves every sample. A sample is rendered by rasterising triangle ids once (far triangles
@@ -30,22 +32,64 @@ from fewshot.pose import euler_to_matrix, mean_face_3d
 
 N_LANDMARKS = 68
 
-# Forehead and head outline on the mean face (mm; x right, y down, z away from the camera).
-EXTRA_3D = np.array(
-    [
-        # forehead, two rows above the brows
-        [-62, -78, 48], [-32, -86, 22], [0, -88, 16], [32, -86, 22], [62, -78, 48],
-        [-50, -112, 50], [-18, -122, 34], [18, -122, 34], [50, -112, 50],
-        # head outline: temples, ears, jaw corners, under the chin (outside the landmark hull). Their
-        # depth is the jaw's, not the ears' true depth: deeper points would swing inside the face
-        # contour on the far side at 30 degrees of yaw and fold the mesh.
-        [-104, -70, 72], [104, -70, 72], [-135, -20, 78], [135, -20, 78],
-        [-125, 35, 76], [125, 35, 76], [-68, 92, 70], [68, 92, 70], [0, 122, 50],
-    ],
-    dtype=np.float64,
-)
+_MEAN = mean_face_3d()
+FOREHEAD_3D = np.array(  # two rows above the brows (mm; x right, y down, z away from the camera)
+    [[-62, -78, 48], [-32, -86, 22], [0, -88, 16], [32, -86, 22], [62, -78, 48],
+     [-50, -112, 50], [-18, -122, 34], [18, -122, 34], [50, -112, 50]], dtype=np.float64)
+# The head outline: a ring of points beyond the face contour (landmarks 0-16), far enough out to
+# enclose the ears and the top of the neck, plus the two temples. They sit on the side of the head,
+# receding behind the contour (the ears lie well behind the cheeks): a turn widens the near side's ear
+# and tucks the far side's behind the cheek (see :func:`unfold_outline`). Every triangle that leaves
+# the contour meets one of them before the crop border, so nothing beyond the contour is stretched
+# from the contour straight to the border.
+OUTLINE_ANCHOR = np.r_[0:17, 0, 16]
+RING_OUT = np.r_[[34.0] * 5, [26.0] * 7, [34.0] * 5]  # mm beyond each contour landmark (ears; neck)
+RING_BACK = np.r_[[1.0] * 5, [0.6] * 7, [1.0] * 5]  # mm of depth per mm outwards
+
+
+def _outline_3d() -> np.ndarray:
+    c = _MEAN[:17]
+    tangent = np.gradient(c[:, :2], axis=0)
+    normal = np.c_[tangent[:, 1], -tangent[:, 0]]
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    normal *= np.sign(((c[:, :2] - c[:, :2].mean(0)) * normal).sum(1, keepdims=True))  # outwards
+    ring = np.c_[c[:, :2] + RING_OUT[:, None] * normal, c[:, 2] + RING_BACK * RING_OUT]
+    temples = np.array([[-98.0, -70.0, c[0, 2] + 25], [98.0, -70.0, c[16, 2] + 25]])
+    return np.concatenate([ring, temples])
+
+
+EXTRA_3D = np.concatenate([FOREHEAD_3D, _outline_3d()])
 N_EXTRA = len(EXTRA_3D)
-OUTLINE = np.arange(68 + 9, 68 + N_EXTRA)  # mesh ids of the head-outline extras
+OUTLINE = np.arange(N_LANDMARKS + len(FOREHEAD_3D), N_LANDMARKS + N_EXTRA)  # mesh ids of the outline extras
+OUTLINE_MIN, OUTLINE_MAX = 0.1, 1.6  # bounds of an outline extra's distance from its anchor / the source's
+
+
+def unfold_outline(face: np.ndarray, src_face: np.ndarray, to_src: np.ndarray, rotation: np.ndarray,
+                   src_rotation: np.ndarray) -> np.ndarray:
+    """Place the head-outline extras of target face points (N_FACE, 2) from their anchor landmarks.
+
+    Each extra keeps the source's offset from its anchor on the face contour (its direction and the
+    content between them: ear, hair, neck), carried into the target by the rotation and scale of
+    ``to_src`` (the 2x3 similarity from target to source px), and widened or narrowed as the side of
+    the head foreshortens: the 3D offset (EXTRA_3D recedes behind the contour) projected under
+    ``rotation`` over its projection under the source's ``src_rotation``, within ``OUTLINE_MIN`` and
+    ``OUTLINE_MAX``.
+    A turn widens the near side's ear and squeezes the far side's into a sliver behind the cheek
+    instead of stretching it over the face or folding the mesh."""
+    out = face.copy()
+    lin = to_src[:, :2]
+    scale = float(np.sqrt(abs(np.linalg.det(lin))))
+    rot = lin / scale
+    v_src = src_face[OUTLINE] - src_face[OUTLINE_ANCHOR]
+    off3 = EXTRA_3D[OUTLINE - N_LANDMARKS] - _MEAN[OUTLINE_ANCHOR]
+    dir2 = off3[:, :2] / np.linalg.norm(off3[:, :2], axis=1, keepdims=True)
+
+    def width(R):
+        return ((off3 @ R.T)[:, :2] * (dir2 @ R[:2, :2].T)).sum(1)
+
+    c = np.clip(width(rotation) / np.maximum(width(src_rotation), 1e-6), OUTLINE_MIN, OUTLINE_MAX)
+    out[OUTLINE] = out[OUTLINE_ANCHOR] + c[:, None] * ((v_src / scale) @ rot)
+    return out
 
 
 def _blend(pairs: list[tuple[int, float]]) -> np.ndarray:
@@ -55,17 +99,18 @@ def _blend(pairs: list[tuple[int, float]]) -> np.ndarray:
     return w / w.sum()
 
 
-EXTRA_MARGIN = 0.01  # extras are kept this fraction of the crop inside its border (no fold with it)
+EXTRA_MARGIN = 0.01  # extras are kept this fraction of the output inside the mesh border (no fold with it)
+BORDER_PAD = 0.25  # the mesh border lies this fraction of the output's side outside each edge
 
 
 def clamp_extras(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Keep the head-outline extras of face points (output px) inside an (h, w) output."""
+    """Keep the extras of face points (output px) inside the mesh border of an (h, w) output."""
     h, w = shape
     out = points.copy()
     ex = slice(N_LANDMARKS, N_LANDMARKS + N_EXTRA)
     m = EXTRA_MARGIN * max(h, w)
-    out[ex, 0] = np.clip(out[ex, 0], m, w - 1 - m)
-    out[ex, 1] = np.clip(out[ex, 1], m, h - 1 - m)
+    out[ex, 0] = np.clip(out[ex, 0], m - BORDER_PAD * w, (1 + BORDER_PAD) * w - 1 - m)
+    out[ex, 1] = np.clip(out[ex, 1], m - BORDER_PAD * h, (1 + BORDER_PAD) * h - 1 - m)
     return out
 
 
@@ -90,7 +135,6 @@ N_MESH = N_FACE + N_BORDER
 
 # Frontal template of the aligned crop, in units of the crop side: the mean face's x-y, scaled so the
 # jaw spans 0.6 of the crop, centred at (0.5, 0.56).
-_MEAN = mean_face_3d()
 _span = _MEAN[:, 0].max() - _MEAN[:, 0].min()
 _TEMPLATE_SCALE = 0.6 / _span
 _centre = (_MEAN[:, :2].max(0) + _MEAN[:, :2].min(0)) / 2
@@ -99,15 +143,18 @@ ALIGN_POINTS = STABLE  # points that barely move with expression fix the crop
 
 
 def border_points(size: int | tuple[int, int]) -> np.ndarray:
-    """(N_BORDER, 2) points on the border of a size x size (or (h, w)) image: corners, 3 per side."""
+    """(N_BORDER, 2) points around a size x size (or (h, w)) image, ``BORDER_PAD`` of its side outside
+    each edge: corners, 3 per side. Outside, so that the background between the head outline and the
+    border is wide enough in the source to fill what a turn uncovers without smearing hair across it."""
     h, w = (size, size) if np.isscalar(size) else size
-    ey, ex = h - 1.0, w - 1.0
+    x0, y0 = -BORDER_PAD * w, -BORDER_PAD * h
+    ex, ey = (1 + 2 * BORDER_PAD) * w - 1.0, (1 + 2 * BORDER_PAD) * h - 1.0
     t = np.array([0.0, 0.25, 0.5, 0.75])
     top = np.c_[t * ex, np.zeros(4)]
     right = np.c_[np.full(4, ex), t * ey]
     bottom = np.c_[ex - t * ex, np.full(4, ey)]
     left = np.c_[np.zeros(4), ey - t * ey]
-    return np.concatenate([top, right, bottom, left])
+    return np.concatenate([top, right, bottom, left]) + [x0, y0]
 
 
 def weak_perspective(model: np.ndarray, rotation: np.ndarray, landmarks: np.ndarray) -> tuple[float, np.ndarray]:
