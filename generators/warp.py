@@ -45,6 +45,9 @@ FOREHEAD_3D = np.array(  # two rows above the brows (mm; x right, y down, z away
 OUTLINE_ANCHOR = np.r_[0:17, 0, 16]
 RING_OUT = np.r_[[34.0] * 5, [26.0] * 7, [34.0] * 5]  # mm beyond each contour landmark (ears; neck)
 RING_BACK = np.r_[[1.0] * 5, [0.6] * 7, [1.0] * 5]  # mm of depth per mm outwards
+# how far each outline extra follows its anchor's expression movement; the rest follows the head
+# rigidly (the neck stays where it was when the jaw drops or the chin is raised)
+RING_FOLLOW = np.r_[[1.0] * 5, [0.5] * 7, [1.0] * 5, 1.0, 1.0]
 
 
 def _outline_3d() -> np.ndarray:
@@ -75,7 +78,8 @@ def unfold_outline(face: np.ndarray, src_face: np.ndarray, to_src: np.ndarray, r
     ``rotation`` over its projection under the source's ``src_rotation``, within ``OUTLINE_MIN`` and
     ``OUTLINE_MAX``.
     A turn widens the near side's ear and squeezes the far side's into a sliver behind the cheek
-    instead of stretching it over the face or folding the mesh."""
+    instead of stretching it over the face or folding the mesh. The neck's extras follow only part of
+    their anchors' expression movement (``RING_FOLLOW``)."""
     out = face.copy()
     lin = to_src[:, :2]
     scale = float(np.sqrt(abs(np.linalg.det(lin))))
@@ -88,7 +92,11 @@ def unfold_outline(face: np.ndarray, src_face: np.ndarray, to_src: np.ndarray, r
         return ((off3 @ R.T)[:, :2] * (dir2 @ R[:2, :2].T)).sum(1)
 
     c = np.clip(width(rotation) / np.maximum(width(src_rotation), 1e-6), OUTLINE_MIN, OUTLINE_MAX)
-    out[OUTLINE] = out[OUTLINE_ANCHOR] + c[:, None] * ((v_src / scale) @ rot)
+    placed = out[OUTLINE_ANCHOR] + c[:, None] * ((v_src / scale) @ rot)
+    # where the anchor would be if it only moved with the head: the source anchor through to_src^-1
+    rigid_anchor = (src_face[OUTLINE_ANCHOR] - to_src[:, 2]) @ np.linalg.inv(lin).T
+    f = RING_FOLLOW[:, None]
+    out[OUTLINE] = placed - (1 - f) * (out[OUTLINE_ANCHOR] - rigid_anchor)
     return out
 
 
