@@ -46,8 +46,8 @@ OUTLINE_ANCHOR = np.r_[0:17, 0, 16]
 RING_OUT = np.r_[[34.0] * 5, [26.0] * 7, [34.0] * 5]  # mm beyond each contour landmark (ears; neck)
 RING_BACK = np.r_[[1.0] * 5, [0.6] * 7, [1.0] * 5]  # mm of depth per mm outwards
 # how far each outline extra follows its anchor's expression movement; the rest follows the head
-# rigidly (the neck stays where it was when the jaw drops or the chin is raised)
-RING_FOLLOW = np.r_[[1.0] * 5, [0.5] * 7, [1.0] * 5, 1.0, 1.0]
+# rigidly: the neck stays where it is when the jaw drops or the chin is raised
+RING_FOLLOW = np.r_[[1.0] * 5, [0.0] * 7, [1.0] * 5, 1.0, 1.0]
 
 
 def _outline_3d() -> np.ndarray:
@@ -78,8 +78,8 @@ def unfold_outline(face: np.ndarray, src_face: np.ndarray, to_src: np.ndarray, r
     ``rotation`` over its projection under the source's ``src_rotation``, within ``OUTLINE_MIN`` and
     ``OUTLINE_MAX``.
     A turn widens the near side's ear and squeezes the far side's into a sliver behind the cheek
-    instead of stretching it over the face or folding the mesh. The neck's extras follow only part of
-    their anchors' expression movement (``RING_FOLLOW``)."""
+    instead of stretching it over the face or folding the mesh. The neck's extras follow the head but not
+    the jaw's expression movement (``RING_FOLLOW``)."""
     out = face.copy()
     lin = to_src[:, :2]
     scale = float(np.sqrt(abs(np.linalg.det(lin))))
