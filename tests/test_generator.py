@@ -76,6 +76,51 @@ def test_mesh_covers_the_crop_without_folds():
         assert all(frozenset((c[i], c[(i + 1) % len(c)])) in edges for i in range(len(c)))
 
 
+def test_head_outline_fences_the_face_contour():
+    """No triangle joins the face contour (landmarks 0-16) to the mesh border: what lies beyond the
+    contour (ears, hair, neck) always sits between the contour and an outline extra, so a turn cannot
+    stretch it from the contour across to the border."""
+    from generators import warp as W
+
+    tri = W.mesh().triangles
+    touches_contour = np.isin(tri, np.arange(17)).any(1)
+    touches_border = (tri >= W.N_FACE).any(1)
+    assert not (touches_contour & touches_border).any(), tri[touches_contour & touches_border]
+
+
+@pytest.mark.parametrize("yaw", [-30.0, 30.0])
+def test_turn_tucks_the_far_ear_and_widens_the_near_one(profile, yaw):
+    """At 30 degrees of yaw the outline beyond the far cheek narrows (the ear goes behind it) and the
+    one beyond the near cheek widens; no outline extra crosses into the face, and the outline moves
+    with the head, not with an open jaw."""
+    from fewshot.landmarks import similarity_transform
+    from generators import warp as W
+
+    R, R0 = W.rotation_of(yaw, 0, 0), W.rotation_of(*profile.pose_degrees)
+    src = W.face_points(profile.landmarks, R0)
+
+    def outline(aus):
+        face = W.face_points(profile.landmarks_for(yaw, 0, 0, aus), R)
+        S = similarity_transform(face[W.ALIGN_POINTS], src[W.ALIGN_POINTS])
+        placed = W.unfold_outline(face, src, S, R, R0)
+        return placed, np.linalg.norm(placed[W.OUTLINE] - placed[W.OUTLINE_ANCHOR], axis=1) * np.sqrt(abs(np.linalg.det(S[:, :2])))
+
+    placed, width = outline({})
+    frontal = np.linalg.norm(src[W.OUTLINE] - src[W.OUTLINE_ANCHOR], axis=1)
+    ratio = width / frontal
+    ears = np.array([1, 2, 14, 15])  # ring points beside the ears, subject's right then left
+    # a positive yaw turns the face to the image left (x' = x cos + z sin): the image-left side is far
+    far, near = (ears[:2], ears[2:]) if yaw > 0 else (ears[2:], ears[:2])
+    assert ratio[far].max() < 0.5 and ratio[near].min() > 1.05, ratio[ears]
+    centre = placed[:68].mean(0)
+    r_out = np.linalg.norm(placed[W.OUTLINE] - centre, axis=1)
+    r_anchor = np.linalg.norm(placed[W.OUTLINE_ANCHOR] - centre, axis=1)
+    assert (r_out > r_anchor).all(), "an outline extra crossed into the face"
+    jaw_open, _ = outline({"AU26": 5.0})
+    neck = W.OUTLINE[5:12]
+    assert np.abs(jaw_open[neck] - placed[neck]).max() < 0.5, "the neck must not follow the jaw"
+
+
 def test_dense_map_reproduces_each_triangle_affine():
     from generators import warp as W
 
