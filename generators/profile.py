@@ -214,6 +214,7 @@ def code_expression(
     required: Sequence[str] = (),
     step: float = 1.0,
     fixed: Mapping[str, float] | None = None,
+    tolerance: float = 0.0,
 ) -> tuple[dict[str, float], float]:
     """Code a face of the same person with FACS intensities from its landmarks alone: the letters
     (0, A..E as 0..5) of ``aus`` whose motion-model landmarks, at the profile's pose, lie closest to
@@ -221,6 +222,10 @@ def code_expression(
     photos). ``required`` AUs are coded A or above. Exhaustive over the combinations (k <= 4 AUs);
     ``step`` 1 gives FACS letters, 0.5 half-letters (11^k combinations). ``fixed`` AUs ({AU: 0..5})
     are held at their value while the others are coded (e.g. AU6 at A for a posed smile).
+    ``tolerance`` > 0 (IOD): the least intense combination (smallest sum of intensities) whose error is
+    within ``tolerance`` of the best one's: a FACS coder scores a higher letter only on evidence, and
+    where the landmarks barely tell the letters apart (AU6's error surface is nearly flat) the best fit
+    alone picks a letter by noise.
 
     A stand-in for a FACS coder where photos come without codes (the London smiles): the landmark
     signature of some AUs is weak (AU6's is the lower lid), so such codes are noisier than a coder's.
@@ -248,4 +253,7 @@ def code_expression(
     ref = np.asarray(landmarks, float)
     err = np.array([aligned_error(p, ref) for p in pred])
     k = int(np.nanargmin(err))
+    if tolerance > 0:  # the least intense combination the landmarks cannot tell from the best one
+        near = np.where(err <= err[k] + tolerance)[0]
+        k = int(near[np.lexsort((err[near], combos[near].sum(1)))[0]])
     return {**{a: float(v) for a, v in (fixed or {}).items()}, **dict(zip(aus, combos[k].tolist()))}, float(err[k])

@@ -123,9 +123,10 @@ def pixel_distance(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float((np.abs(ga - gb) * w).sum())
 
 
-def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None) -> tuple[dict, dict]:
+def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None, tolerance: float = 0.0) -> tuple[dict, dict]:
     """Profiles of the neutral photos and the FACS codes of the real smiles ({id: (aus, error)});
-    ``au6``: hold AU6 at this intensity and code only AU12 and AU25."""
+    ``au6``: hold AU6 at this intensity and code only AU12 and AU25; ``tolerance``: code the least
+    intense combination within this landmark error (IOD) of the best one (see ``code_expression``)."""
     from fewshot.io import read_image
     from generators import code_expression, fit_profile
 
@@ -134,9 +135,10 @@ def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None) ->
         profiles[i] = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
         real = lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")]
         if au6 is None:
-            codes[i] = code_expression(profiles[i], real, SMILE_AUS, required=("AU06", "AU12"), step=step)
+            codes[i] = code_expression(profiles[i], real, SMILE_AUS, required=("AU06", "AU12"), step=step, tolerance=tolerance)
         else:
-            codes[i] = code_expression(profiles[i], real, SMILE_AUS[1:], required=("AU12",), step=step, fixed={"AU06": au6})
+            codes[i] = code_expression(profiles[i], real, SMILE_AUS[1:], required=("AU12",), step=step, fixed={"AU06": au6},
+                                       tolerance=tolerance)
     return profiles, codes
 
 
@@ -190,7 +192,7 @@ def cmd_smile(args) -> None:
     t0 = time.time()
     lmc = landmarks_cache()
     all_ids = ids()
-    profiles, codes = code_smiles(all_ids, lmc, args.step, args.au6)
+    profiles, codes = code_smiles(all_ids, lmc, args.step, args.au6, args.tolerance)
     print(f"coded {len(all_ids)} real smiles ({time.time() - t0:.0f}s)", flush=True)
     det = Analyzer(embed=False)
     folds = [all_ids[0::2], all_ids[1::2]]
@@ -333,6 +335,8 @@ def main() -> None:
     s.add_argument("--step", type=float, default=1.0, help="coding step: 1 = FACS letters, 0.5 = half-letters")
     s.add_argument("--au6", type=float, default=None, help="hold AU6 at this intensity (e.g. 1 = A) and code only AU12, AU25")
     s.add_argument("--appearance-out", default=None, help="save fold 0's learned appearance (.npz)")
+    s.add_argument("--tolerance", type=float, default=0.0,
+                   help="parsimonious coding: the least intense codes within this landmark error (IOD) of the best")
     s = sub.add_parser("identity")
     s.add_argument("--n", type=int, default=200)
     s.add_argument("--ids", type=int, default=40)

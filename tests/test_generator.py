@@ -187,6 +187,13 @@ def test_code_expression_recovers_rendered_intensities(profile):
     lm = profile.landmarks_for(yaw, pitch, roll, {"AU06": 1.0, "AU12": 3.0, "AU25": 2.0})
     code, err = code_expression(profile, lm, ("AU12", "AU25"), fixed={"AU06": 1.0})
     assert code == {"AU06": 1.0, "AU12": 3.0, "AU25": 2.0} and err < 1e-6
+    # parsimonious coding: noise on the landmarks, the least intense code within the tolerance
+    rng = np.random.default_rng(0)
+    noisy = profile.landmarks_for(yaw, pitch, roll, {"AU06": 4.0, "AU12": 4.0, "AU25": 0.0}) + rng.normal(0, 1.0, (68, 2))
+    best, best_err = code_expression(profile, noisy, ("AU06", "AU12", "AU25"), required=("AU06", "AU12"))
+    lean, lean_err = code_expression(profile, noisy, ("AU06", "AU12", "AU25"), required=("AU06", "AU12"), tolerance=0.002)
+    assert sum(lean.values()) < sum(best.values()) and all(lean[a] <= best[a] + 1 for a in best)
+    assert best_err <= lean_err <= best_err + 0.002
     with pytest.raises(ConfigError, match="both"):
         code_expression(profile, lm, ("AU06", "AU12"), fixed={"AU06": 1.0})
     with pytest.raises(ConfigError):
