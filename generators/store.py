@@ -19,7 +19,8 @@ Layout (N samples, S = crop size, k semantic AUs)::
                     generator, generator_options, appearance(_sha1), fewshot_version, subject, complete
 
 A killed run leaves ``done`` marking the finished chunks; rerunning the same command skips them. A
-file made from other inputs is never silently overwritten.
+file made from other inputs is never silently overwritten. With gzip, each image chunk is deflated in a
+worker thread while the next one renders, then stored with ``write_direct_chunk`` (:class:`_ImageChunks`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import hashlib
 import json
 import sys
 import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -163,17 +166,16 @@ def synthesize(
         })
         f.flush()
     rendered = skipped = 0
+    writer = _ImageChunks(f["images"])
     try:
         done = f["done"][:]
         todo = [c for c in range(n_chunks) if not done[c]]
         skipped = n_chunks - len(todo)
         bar = _bar(progress, n, n - len(todo) * chunk if todo else n, out.name)
-        for c in todo:
-            if stop_after is not None and rendered >= stop_after:
-                break
-            lo, hi = c * chunk, min(n, (c + 1) * chunk)
-            batch = gen.render(profile, grid.iloc[lo:hi], size=size, full_frame=full_frame)
-            f["images"][lo:hi] = batch.images
+
+        def finish(c, lo, hi, batch, images):
+            nonlocal rendered
+            images()  # the image chunk is stored before anything marks it done
             f["landmarks"][lo:hi] = batch.landmarks
             f["crop_transform"][lo:hi] = batch.crop_transforms
             f["rendered"][lo:hi] = records_json(batch.records)
@@ -187,17 +189,61 @@ def synthesize(
                 bar.update(hi - lo)
             if on_chunk is not None:
                 on_chunk(c)
+
+        # chunk c is compressed (in a worker thread) while chunk c + 1 renders
+        pending = None
+        for c in todo:
+            if stop_after is not None and rendered + (pending is not None) >= stop_after:
+                break
+            lo, hi = c * chunk, min(n, (c + 1) * chunk)
+            batch = gen.render(profile, grid.iloc[lo:hi], size=size, full_frame=full_frame)
+            if pending is not None:
+                finish(*pending)
+            pending = (c, lo, hi, batch, writer.write(lo, batch.images))
+        if pending is not None:
+            finish(*pending)
         if bar is not None:
             bar.close()
         complete = bool(f["done"][:].all())
         f.attrs["complete"] = complete
         f.flush()
     finally:
+        writer.close()
         f.close()
     sheet = None
     if contact_sheet and complete:
         sheet = write_contact_sheet(out)
     return SynthesisReport(out, n, n_chunks, rendered, skipped, time.time() - t0, sheet)
+
+
+class _ImageChunks:
+    """Writes whole chunks of the ``images`` dataset. With gzip, a chunk is deflated in a worker thread
+    (zlib releases the GIL, so it overlaps the next chunk's rendering on the other core) and stored with
+    ``write_direct_chunk``: the bytes HDF5's own deflate filter would write, read back the usual way.
+    Other filters (lzf, none) are written through h5py at once."""
+
+    def __init__(self, dset) -> None:
+        self.dset = dset
+        direct = dset.compression == "gzip" and dset.chunks is not None and dset.chunks[1:] == dset.shape[1:]
+        self.level = int(dset.compression_opts) if direct else None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="deflate") if direct else None
+
+    def write(self, lo: int, images: np.ndarray) -> Callable[[], None]:
+        """Start storing ``images`` as rows lo.. (a whole chunk, or the last one); returns the call that
+        finishes it (h5py calls stay on the caller's thread; call it before marking the chunk done)."""
+        rows = self.dset.chunks[0] if self.dset.chunks else len(images)
+        if self.pool is None or lo % rows or len(images) > rows:
+            self.dset[lo:lo + len(images)] = images
+            return lambda: None
+        full = np.zeros((rows, *images.shape[1:]), np.uint8)  # HDF5 stores whole chunks (fill value 0)
+        full[: len(images)] = images
+        packed = self.pool.submit(zlib.compress, full.tobytes(), self.level)
+        offset = (lo,) + (0,) * (self.dset.ndim - 1)
+        return lambda: self.dset.id.write_direct_chunk(offset, packed.result())
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _attr(v):
