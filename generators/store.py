@@ -235,9 +235,11 @@ class _ImageChunks:
         if self.pool is None or lo % rows or len(images) > rows:
             self.dset[lo:lo + len(images)] = images
             return lambda: None
-        full = np.zeros((rows, *images.shape[1:]), np.uint8)  # HDF5 stores whole chunks (fill value 0)
-        full[: len(images)] = images
-        packed = self.pool.submit(zlib.compress, full.tobytes(), self.level)
+        full = np.ascontiguousarray(images, np.uint8)
+        if len(images) < rows:  # the last chunk: HDF5 stores whole chunks (fill value 0)
+            full = np.zeros((rows, *images.shape[1:]), np.uint8)
+            full[: len(images)] = images
+        packed = self.pool.submit(zlib.compress, full, self.level)  # the array's buffer: no copy
         offset = (lo,) + (0,) * (self.dset.ndim - 1)
         return lambda: self.dset.id.write_direct_chunk(offset, packed.result())
 

@@ -27,7 +27,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from fewshot.landmarks import INNER_LIPS, LEFT_EYE, RIGHT_EYE, STABLE, similarity_transform
+from fewshot.crop import transform_scale
+from fewshot.landmarks import INNER_LIPS, LEFT_EYE, RIGHT_EYE, STABLE, apply_affine, similarity_transform
 from fewshot.pose import euler_to_matrix, mean_face_3d
 
 N_LANDMARKS = 68
@@ -81,9 +82,8 @@ def unfold_outline(face: np.ndarray, src_face: np.ndarray, to_src: np.ndarray, r
     instead of stretching it over the face or folding the mesh. The neck's extras follow the head but not
     the jaw's expression movement (``RING_FOLLOW``)."""
     out = face.copy()
-    lin = to_src[:, :2]
-    scale = float(np.sqrt(abs(np.linalg.det(lin))))
-    rot = lin / scale
+    scale = transform_scale(to_src)
+    rot = to_src[:, :2] / scale
     v_src = src_face[OUTLINE] - src_face[OUTLINE_ANCHOR]
     off3 = EXTRA_3D[OUTLINE - N_LANDMARKS] - _MEAN[OUTLINE_ANCHOR]
     dir2 = off3[:, :2] / np.linalg.norm(off3[:, :2], axis=1, keepdims=True)
@@ -94,7 +94,7 @@ def unfold_outline(face: np.ndarray, src_face: np.ndarray, to_src: np.ndarray, r
     c = np.clip(width(rotation) / np.maximum(width(src_rotation), 1e-6), OUTLINE_MIN, OUTLINE_MAX)
     placed = out[OUTLINE_ANCHOR] + c[:, None] * ((v_src / scale) @ rot)
     # where the anchor would be if it only moved with the head: the source anchor through to_src^-1
-    rigid_anchor = (src_face[OUTLINE_ANCHOR] - to_src[:, 2]) @ np.linalg.inv(lin).T
+    rigid_anchor = apply_affine(invert_affine(to_src), src_face[OUTLINE_ANCHOR])
     f = RING_FOLLOW[:, None]
     out[OUTLINE] = placed - (1 - f) * (out[OUTLINE_ANCHOR] - rigid_anchor)
     return out

@@ -93,6 +93,7 @@ def test_turn_tucks_the_far_ear_and_widens_the_near_one(profile, yaw):
     """At 30 degrees of yaw the outline beyond the far cheek narrows (the ear goes behind it) and the
     one beyond the near cheek widens; no outline extra crosses into the face, and the outline moves
     with the head, not with an open jaw."""
+    from fewshot.crop import transform_scale
     from fewshot.landmarks import similarity_transform
     from generators import warp as W
 
@@ -103,7 +104,7 @@ def test_turn_tucks_the_far_ear_and_widens_the_near_one(profile, yaw):
         face = W.face_points(profile.landmarks_for(yaw, 0, 0, aus), R)
         S = similarity_transform(face[W.ALIGN_POINTS], src[W.ALIGN_POINTS])
         placed = W.unfold_outline(face, src, S, R, R0)
-        return placed, np.linalg.norm(placed[W.OUTLINE] - placed[W.OUTLINE_ANCHOR], axis=1) * np.sqrt(abs(np.linalg.det(S[:, :2])))
+        return placed, np.linalg.norm(placed[W.OUTLINE] - placed[W.OUTLINE_ANCHOR], axis=1) * transform_scale(S)
 
     placed, width = outline({})
     frontal = np.linalg.norm(src[W.OUTLINE] - src[W.OUTLINE_ANCHOR], axis=1)
