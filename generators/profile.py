@@ -94,6 +94,19 @@ class PersonProfile:
         rx, ry, rz = np.degrees(self.pose.rotation)
         return float(ry), float(rx), float(rz)
 
+    def pose_of(self, landmarks: np.ndarray, image_size: tuple[int, int] | None = None) -> tuple[float, float, float]:
+        """Head pose (yaw, pitch, roll degrees) of another photo or frame of this person from its 68
+        landmarks (px; ``image_size`` (width, height) of that image, default this profile's): PnP with
+        this person's own 3D shape, so the angle between two photos is not biased by how far the person's
+        face differs from the mean face. Expressions barely move the points it uses (contour, brows,
+        eyes, nose)."""
+        from fewshot.pose import estimate_pose
+
+        size = self.image_size if image_size is None else image_size
+        focal = float(self.camera[0, 0]) if tuple(size) == self.image_size else None
+        rx, ry, rz = np.degrees(estimate_pose(np.asarray(landmarks, float), size, self.shape3d, focal).rotation)
+        return float(ry), float(rx), float(rz)
+
     def with_motion(self, motion: MotionModel) -> "PersonProfile":
         from dataclasses import replace
 
@@ -215,6 +228,7 @@ def code_expression(
     step: float = 1.0,
     fixed: Mapping[str, float] | None = None,
     tolerance: float = 0.0,
+    pose: Sequence[float] | None = None,
 ) -> tuple[dict[str, float], float]:
     """Code a face of the same person with FACS intensities from its landmarks alone: the letters
     (0, A..E as 0..5) of ``aus`` whose motion-model landmarks, at the profile's pose, lie closest to
@@ -225,7 +239,10 @@ def code_expression(
     ``tolerance`` > 0 (IOD): the least intense combination (smallest sum of intensities) whose error is
     within ``tolerance`` of the best one's: a FACS coder scores a higher letter only on evidence, and
     where the landmarks barely tell the letters apart (AU6's error surface is nearly flat) the best fit
-    alone picks a letter by noise.
+    alone picks a letter by noise. ``pose`` (yaw, pitch, roll degrees): the head pose of the face being
+    coded, e.g. :meth:`PersonProfile.pose_of` its landmarks (default: the profile's own pose). Two photos
+    of a person rarely share a head pose (the London pairs differ by up to 8 degrees), and a turn or nod
+    the motion model is not told about is explained with AU motion instead.
 
     A stand-in for a FACS coder where photos come without codes (the London smiles): the landmark
     signature of some AUs is weak (AU6's is the lower lid), so such codes are noisier than a coder's.
@@ -249,7 +266,10 @@ def code_expression(
         if a in aus:
             raise ConfigError(f"{a} is both coded and fixed")
         inten[:, profile.motion.index(a)] = float(v)
-    pred = profile.landmarks_batch(np.tile(np.array(profile.pose_degrees), (len(combos), 1)), inten)
+    angles = np.array(profile.pose_degrees if pose is None else pose, float)
+    if angles.shape != (3,):
+        raise ConfigError(f"code_expression pose must be (yaw, pitch, roll) degrees, not {pose!r}")
+    pred = profile.landmarks_batch(np.tile(angles, (len(combos), 1)), inten)
     ref = np.asarray(landmarks, float)
     err = np.array([aligned_error(p, ref) for p in pred])
     k = int(np.nanargmin(err))

@@ -5,9 +5,12 @@
     python scripts/stage3_checks.py sheet --out docs/stage3_au_intensities.png
     python scripts/stage3_checks.py mouth                     # painted vs real mouth interiors -> docs/stage3_mouth.csv
 
-``smile``: each real smile is coded with FACS intensities from its landmarks (AU6, AU12 A..E, AU25
-0..E: :func:`generators.code_expression`, the combination whose motion-model landmarks lie closest;
-the London set has no FACS codes). Identities are split in two folds (sorted ids, alternate); on the
+``smile``: each real smile's head pose is measured from its landmarks with the person's own 3D shape
+(:meth:`PersonProfile.pose_of`; the two photos of a pair differ by up to 8 degrees) and its expression
+coded at that pose with FACS intensities (AU6, AU12 A..E, AU25 0..E: :func:`generators.code_expression`,
+the combination whose motion-model landmarks lie closest; the London set has no FACS codes); the
+generator renders that pose and those codes (``--pose profile``: the neutral photo's own pose, as
+before 2026-11-23). Identities are split in two folds (sorted ids, alternate); on the
 training fold the AU6 shading is learned (fit_appearance on its neutral/smiling pairs at their coded AU6
 intensities); on the test fold each neutral photo is rendered with its coded smile and compared with
 the same person's real smiling photo, all three in area-filtered aligned 256 px crops: landmarks
@@ -63,10 +66,12 @@ def landmarks_cache() -> dict[str, np.ndarray]:
     return out
 
 
-def smile_row(profile, aus: dict[str, float], sem_au06: float, landmarks: np.ndarray | None = None) -> pd.DataFrame:
-    """One grid row: the profile's own pose with FACS intensities ``aus`` and AU6 appearance level;
-    target landmarks from the motion model, or ``landmarks`` (68, 2) in the profile photo's px."""
-    yaw, pitch, roll = profile.pose_degrees
+def smile_row(profile, aus: dict[str, float], sem_au06: float, landmarks: np.ndarray | None = None,
+              pose: tuple[float, float, float] | None = None) -> pd.DataFrame:
+    """One grid row: ``pose`` (yaw, pitch, roll; default the profile's own) with FACS intensities ``aus``
+    and AU6 appearance level; target landmarks from the motion model, or ``landmarks`` (68, 2) in the
+    profile photo's px."""
+    yaw, pitch, roll = profile.pose_degrees if pose is None else pose
     lm = profile.landmarks_for(yaw, pitch, roll, aus) if landmarks is None else np.asarray(landmarks, float)
     row = {"sample_id": 0, "seed": 0, "yaw": yaw, "pitch": pitch, "roll": roll, **aus, "expression": "happiness"}
     row.update({f"tx_{k}": lm[k, 0] for k in range(68)})
@@ -123,10 +128,13 @@ def pixel_distance(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float((np.abs(ga - gb) * w).sum())
 
 
-def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None, tolerance: float = 0.0) -> tuple[dict, dict]:
-    """Profiles of the neutral photos and the FACS codes of the real smiles ({id: (aus, error)});
+def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None, tolerance: float = 0.0,
+                match_pose: bool = True) -> tuple[dict, dict]:
+    """Profiles of the neutral photos and the codes of the real smiles ({id: (aus, error, pose)}: FACS
+    intensities, landmark error, head pose (yaw, pitch, roll) or None for the profile's own);
     ``au6``: hold AU6 at this intensity and code only AU12 and AU25; ``tolerance``: code the least
-    intense combination within this landmark error (IOD) of the best one (see ``code_expression``)."""
+    intense combination within this landmark error (IOD) of the best one (see ``code_expression``);
+    ``match_pose``: code (and later render) at the real smile's measured head pose."""
     from fewshot.io import read_image
     from generators import code_expression, fit_profile
 
@@ -134,11 +142,13 @@ def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None, to
     for i in identities:
         profiles[i] = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
         real = lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")]
+        pose = profiles[i].pose_of(real) if match_pose else None
         if au6 is None:
-            codes[i] = code_expression(profiles[i], real, SMILE_AUS, required=("AU06", "AU12"), step=step, tolerance=tolerance)
+            aus, err = code_expression(profiles[i], real, SMILE_AUS, required=("AU06", "AU12"), step=step, tolerance=tolerance, pose=pose)
         else:
-            codes[i] = code_expression(profiles[i], real, SMILE_AUS[1:], required=("AU12",), step=step, fixed={"AU06": au6},
-                                       tolerance=tolerance)
+            aus, err = code_expression(profiles[i], real, SMILE_AUS[1:], required=("AU12",), step=step, fixed={"AU06": au6},
+                                       tolerance=tolerance, pose=pose)
+        codes[i] = (aus, err, pose)
     return profiles, codes
 
 
@@ -162,21 +172,21 @@ def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, 
     gens = {"learned": WarpGenerator(app), "procedural": WarpGenerator(), "landmarks_only": WarpGenerator()}
     rows = []
     for i in test:
-        prof, (aus, fit_err) = profiles[i], codes[i]
+        prof, (aus, fit_err, pose) = profiles[i], codes[i]
         p_smi = LONDON / "smiling_front" / f"{i}_08.jpg"
         real, real_lm = aligned(read_image(p_smi), lmc[str(p_smi)])
         neu, neu_lm = aligned(prof.image, prof.landmarks)
         # all three faces' landmarks detected the same way: on their 256 px crops
         real_lm, neu_lm = redetect(real, real_lm), redetect(neu, neu_lm)
         mask = face_region(real_lm)
-        row = {"id": i, **aus, "code_error": fit_err,
+        row = {"id": i, **aus, "code_error": fit_err, **dict(zip(("yaw", "pitch", "roll"), pose or prof.pose_degrees)),
                "lm_neutral": aligned_error(neu_lm, real_lm), "px_neutral": pixel_distance(neu, real, mask)}
         # "reenacted": the generator alone, driven by the real smile's own landmarks (moved into the
         # neutral photo's frame on the stable points) instead of the motion model at the coded AUs
         reenact = in_neutral_frame(prof, lmc[str(p_smi)])
         for name, g in {**gens, "reenacted": gens["learned"]}.items():
             level = 0.0 if name == "landmarks_only" else float(intensity_level(aus["AU06"]))
-            b = g.render(prof, smile_row(prof, aus, level, reenact if name == "reenacted" else None), size=SIZE)
+            b = g.render(prof, smile_row(prof, aus, level, reenact if name == "reenacted" else None, pose), size=SIZE)
             row[f"lm_{name}"] = aligned_error(redetect(b.images[0], b.landmarks[0]), real_lm)
             row[f"px_{name}"] = pixel_distance(b.images[0], real, mask)
             if save and name == "learned":
@@ -192,7 +202,7 @@ def cmd_smile(args) -> None:
     t0 = time.time()
     lmc = landmarks_cache()
     all_ids = ids()
-    profiles, codes = code_smiles(all_ids, lmc, args.step, args.au6, args.tolerance)
+    profiles, codes = code_smiles(all_ids, lmc, args.step, args.au6, args.tolerance, args.pose == "matched")
     print(f"coded {len(all_ids)} real smiles ({time.time() - t0:.0f}s)", flush=True)
     det = Analyzer(embed=False)
     folds = [all_ids[0::2], all_ids[1::2]]
@@ -334,6 +344,8 @@ def main() -> None:
     s.add_argument("--save", default=None, help="folder for neutral | generated | real triptychs")
     s.add_argument("--step", type=float, default=1.0, help="coding step: 1 = FACS letters, 0.5 = half-letters")
     s.add_argument("--au6", type=float, default=None, help="hold AU6 at this intensity (e.g. 1 = A) and code only AU12, AU25")
+    s.add_argument("--pose", choices=["matched", "profile"], default="matched",
+                   help="render at the real smile's measured head pose, or at the neutral photo's own")
     s.add_argument("--appearance-out", default=None, help="save fold 0's learned appearance (.npz)")
     s.add_argument("--tolerance", type=float, default=0.0,
                    help="parsimonious coding: the least intense codes within this landmark error (IOD) of the best")

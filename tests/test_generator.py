@@ -197,6 +197,27 @@ def test_code_expression_recovers_rendered_intensities(profile):
     assert best_err <= lean_err <= best_err + 0.002
     with pytest.raises(ConfigError, match="both"):
         code_expression(profile, lm, ("AU06", "AU12"), fixed={"AU06": 1.0})
+    with pytest.raises(ConfigError, match="yaw, pitch, roll"):
+        code_expression(profile, lm, ("AU12",), pose=(0.0, 0.0))
+
+
+def test_pose_of_measures_a_turn_and_coding_at_it_recovers_the_expression(profile):
+    """A smile photographed after the head turned and nodded: its pose is measured with the person's
+    own shape, and coded at that pose the expression comes out right; coded at the neutral photo's
+    pose the turn is mistaken for AU motion."""
+    from generators import code_expression
+
+    yaw, pitch, roll = profile.pose_degrees
+    assert np.allclose(profile.pose_of(profile.landmarks), (yaw, pitch, roll), atol=0.3)
+    aus = {"AU06": 2.0, "AU12": 3.0, "AU25": 0.0}
+    turned = (yaw + 6.0, pitch - 5.0, roll + 2.0)
+    lm = profile.landmarks_for(*turned, aus)
+    measured = profile.pose_of(lm)
+    assert np.allclose(measured, turned, atol=0.5), measured  # AU6 moves the lower lids, a few PnP points
+    code, err = code_expression(profile, lm, ("AU06", "AU12", "AU25"), required=("AU06", "AU12"), pose=measured)
+    assert code == aus and err < 0.002
+    naive, naive_err = code_expression(profile, lm, ("AU06", "AU12", "AU25"), required=("AU06", "AU12"))
+    assert naive_err > 3 * err
     with pytest.raises(ConfigError):
         code_expression(profile, profile.landmarks, ("AU01", "AU02", "AU04", "AU06", "AU12"))
 
@@ -413,21 +434,22 @@ def test_identity_and_landmark_fidelity_all_london(london):
 
 
 def test_generated_smile_is_closer_to_the_real_smile(london):
-    """Code each real smile from its landmarks, learn the AU6 shading on 6 identities, render 4
-    held-out people's coded smiles from their neutral photo: closer to their real smiling photo than
-    the neutral photo is, on landmarks and on cheek/eye pixels (scripts/stage3_checks.py smile does
-    all 40, identity-exclusive 2-fold)."""
+    """Measure each real smile's head pose and code its expression from its landmarks, learn the AU6
+    shading on 16 identities, render 4 held-out people's coded smiles at that pose from their neutral
+    photo: closer to their real smiling photo than the neutral photo is, on landmarks and on cheek/eye
+    pixels, each of them (scripts/stage3_checks.py smile does all 40, identity-exclusive 2-fold)."""
     from fewshot.analysis import Analyzer
 
     checks = stage3_checks()
     det = Analyzer(embed=False)
-    train, test = ["001", "002", "004", "005", "006", "008"], ["012", "024", "034", "097"]
+    test = ["012", "024", "034", "097"]
+    train = [i for i in checks.ids() if i not in test][:16]
     lmc = checks.london_landmarks(train + test, det)
     profiles, codes = checks.code_smiles(train + test, lmc)
     assert all(c[0]["AU06"] >= 1 and c[0]["AU12"] >= 1 for c in codes.values())
     df = pd.DataFrame(checks.smile_fold(train, test, lmc, profiles, codes, det))
     assert (df.lm_learned < df.lm_neutral).all(), df
-    assert (df.px_learned < df.px_neutral).mean() >= 0.75, df
+    assert (df.px_learned < df.px_neutral).all(), df
     assert df.px_learned.mean() < df.px_landmarks_only.mean() < df.px_neutral.mean(), df
     # the generator alone, driven by the real smile's own landmarks: closer on both, for each of them
     assert (df.lm_reenacted < df.lm_neutral).all() and (df.px_reenacted < df.px_neutral).all(), df
