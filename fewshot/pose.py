@@ -83,16 +83,19 @@ def estimate_pose(
     image_size: tuple[int, int],
     model: np.ndarray | None = None,
     focal: float | None = None,
+    points: np.ndarray | None = None,
 ) -> HeadPose:
     """Head pose of a face from its 68 landmarks (pixels).
 
     image_size: (width, height) of the image the landmarks live in. ``model`` is a (68, 3) shape in mm
-    (default: the mean face); a person-specific shape gives a better fit.
+    (default: the mean face); a person-specific shape gives a better fit. ``points``: the landmark
+    indices to fit (default ``PNP_POINTS``: contour, brows, nose, eyes).
     """
     model = mean_face_3d() if model is None else model
+    idx = PNP_POINTS if points is None else np.asarray(points)
     K = camera_matrix(image_size[0], image_size[1], focal)
-    obj = np.ascontiguousarray(model[PNP_POINTS], dtype=np.float64)
-    img = np.ascontiguousarray(landmarks[PNP_POINTS], dtype=np.float64)
+    obj = np.ascontiguousarray(model[idx], dtype=np.float64)
+    img = np.ascontiguousarray(landmarks[idx], dtype=np.float64)
     # Initialise frontal at the distance implied by the face's size, then refine (Levenberg-Marquardt).
     iod_px = np.linalg.norm(landmarks[45] - landmarks[36])
     iod_mm = np.linalg.norm(model[45, :2] - model[36, :2])

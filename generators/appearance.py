@@ -14,9 +14,11 @@ warped onto the target face):
 Strengths are the grid's ``sem_AUxx`` columns: a movement level 0..1 (FACS intensity through
 :func:`generators.aus.intensity_level`: A = 0.1 ... E = 1).
 
-Plus ``displacements`` of inner mesh points (cheek apex, infraorbital points, chin boss) and lower
-lids, in inter-ocular units at intensity E, for AU6 (cheeks up, eye narrowed from below) and AU17
-(chin boss up).
+Plus ``displacements`` of inner mesh points that no landmark describes (cheek apex, infraorbital
+points, chin boss), in inter-ocular units at intensity E, for AU6 (cheeks up) and AU17 (chin boss up).
+The 68 landmarks are never moved here: where they are the target (a grid row, a driving clip) the
+renderer honours them, and AU6's narrowing of the eye from below is its motion field's lower-lid raise
+(:mod:`generators.motion`), the one model of it that coding a face (``code_expression``) also uses.
 
 Intensity 0 changes nothing. The procedural fields come in ``N_VARIANTS`` seeded variants per AU; a
 sample uses variant ``seed % N_VARIANTS``, so a render is a pure function of its row.
@@ -47,12 +49,11 @@ N_VARIANTS = 8
 SEMANTIC_AUS = ("AU04", "AU06", "AU09", "AU10", "AU17")
 TEXTURE_POWER = 0.6
 
-# Mesh-point displacements at intensity E, in inter-ocular units (negative y = up).
+# Inner mesh-point displacements at intensity E, in inter-ocular units (negative y = up); never a landmark.
 _INNER = {n: W.N_LANDMARKS + W.N_EXTRA + i for i, n in enumerate(W.INNER_NAMES)}
 DISPLACEMENTS: dict[str, list[tuple[int, float, float]]] = {
     "AU06": [(_INNER["cheek_r"], 0.0, -0.07), (_INNER["cheek_l"], 0.0, -0.07),
-             (_INNER["infraorb_r"], 0.0, -0.05), (_INNER["infraorb_l"], 0.0, -0.05),
-             (40, 0.0, -0.025), (41, 0.0, -0.025), (46, 0.0, -0.025), (47, 0.0, -0.025)],
+             (_INNER["infraorb_r"], 0.0, -0.05), (_INNER["infraorb_l"], 0.0, -0.05)],
     "AU17": [(_INNER["chin_boss"], 0.0, -0.07)],
 }
 

@@ -50,8 +50,9 @@ _DEFAULT_SPEC: dict[str, list[tuple[tuple[int, ...], float, float, float]]] = {
              ((17, 26), 0, 0.03, 0), ((37, 38, 43, 44), 0, 0.012, 0)],
     # upper lid raised, widening the eye opening
     "AU05": [((37, 38, 43, 44), 0, -0.06, 0), ((36, 39, 42, 45), 0, -0.005, 0)],
-    # cheeks lifted: lower lids pushed up, crow's feet at the outer corners, lip corners lifted a little
-    "AU06": [((40, 41, 46, 47), 0, -0.035, 0), ((36, 45), 0.0, -0.012, 0), ((37, 38, 43, 44), 0, 0.01, 0),
+    # cheeks lifted: lower lids pushed up (the whole lid raise: the AU6 skin of generators.appearance
+    # moves no landmark), crow's feet at the outer corners, lip corners lifted a little
+    "AU06": [((40, 41, 46, 47), 0, -0.06, 0), ((36, 45), 0.0, -0.012, 0), ((37, 38, 43, 44), 0, 0.01, 0),
              ((17, 26), 0, 0.012, 0), ((48, 54, 60, 64), 0.005, -0.015, 0), ((31, 35), 0.005, -0.008, 0)],
     # lids tightened: lower lid raised and straightened, upper lid lowered slightly
     "AU07": [((40, 41, 46, 47), -0.005, -0.04, 0), ((37, 38, 43, 44), 0, 0.015, 0), ((36, 45), 0, -0.005, 0)],

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from fewshot.errors import ConfigError, NoFaceError
-from fewshot.landmarks import N_POINTS, interocular
+from fewshot.landmarks import N_POINTS, STABLE, interocular
 from fewshot.pose import HeadPose, camera_matrix, mean_face_3d
 
 from .motion import MotionModel, default_motion_model
@@ -104,7 +104,8 @@ class PersonProfile:
 
         size = self.image_size if image_size is None else image_size
         focal = float(self.camera[0, 0]) if tuple(size) == self.image_size else None
-        rx, ry, rz = np.degrees(estimate_pose(np.asarray(landmarks, float), size, self.shape3d, focal).rotation)
+        pose = estimate_pose(np.asarray(landmarks, float), size, self.shape3d, focal, STABLE)
+        rx, ry, rz = np.degrees(pose.rotation)
         return float(ry), float(rx), float(rz)
 
     def with_motion(self, motion: MotionModel) -> "PersonProfile":

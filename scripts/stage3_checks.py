@@ -101,6 +101,25 @@ def in_neutral_frame(profile, landmarks: np.ndarray) -> np.ndarray:
     return apply_affine(similarity_transform(landmarks[STABLE], profile.landmarks[STABLE]), landmarks)
 
 
+# Sub-pixel shifts (px at 256) over which landmarks are detected and averaged: dlib's 68 points on the
+# same 256 px crop moved by half a pixel differ by 0.010 IOD on average (its box snaps to a grid), as
+# much as a mild smile moves them; the mean over 9 shifts leaves about a third of that.
+JITTER = [(dx, dy) for dy in (-0.5, 0.0, 0.5) for dx in (-0.5, 0.0, 0.5)]
+
+
+def steady_landmarks(det, img: np.ndarray, fallback: np.ndarray, shifts=JITTER) -> np.ndarray:
+    """(68, 2) landmarks of an aligned crop: the mean of those detected on ``img`` shifted by each of
+    ``shifts`` (px; shifted back), or ``fallback`` where no face is found at all."""
+    found = []
+    for dx, dy in shifts:
+        moved = img if dx == dy == 0 else cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), img.shape[1::-1],
+                                                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        faces = det.analyze_image(moved)
+        if faces:
+            found.append(faces[0].landmarks - [dx, dy])
+    return np.mean(found, axis=0) if found else fallback
+
+
 def region_mask() -> np.ndarray:
     from generators.appearance import region_masks
 
@@ -152,7 +171,8 @@ def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None, to
     return profiles, codes
 
 
-def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, appearance_out: str | None = None) -> list[dict]:
+def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, appearance_out: str | None = None,
+               shifts=JITTER) -> list[dict]:
     """Learn the AU6 shading on ``train``, render each ``test`` identity's coded smile; one row each.
     Landmarks are compared with stage 2's measure (similarity-aligned on the stable points, / IOD)."""
     from fewshot.io import read_image
@@ -162,8 +182,7 @@ def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, 
     from generators.render import WarpGenerator
 
     def redetect(img, fallback):
-        faces = det.analyze_image(img)
-        return faces[0].landmarks if faces else fallback
+        return steady_landmarks(det, img, fallback, shifts)
 
     app = fit_appearance_from_folders(LONDON / "neutral_front", LONDON / "smiling_front", "AU06",
                                       {i: codes[i][0]["AU06"] for i in train}, train, lmc)
@@ -208,7 +227,8 @@ def cmd_smile(args) -> None:
     folds = [all_ids[0::2], all_ids[1::2]]
     rows = []
     for k in range(2):
-        fold_rows = smile_fold(folds[k], folds[1 - k], lmc, profiles, codes, det, args.save, args.appearance_out if k == 0 else None)
+        fold_rows = smile_fold(folds[k], folds[1 - k], lmc, profiles, codes, det, args.save, args.appearance_out if k == 0 else None,
+                               JITTER if args.jitter else [(0.0, 0.0)])
         for row in fold_rows:
             row["fold"] = 1 - k
             print(" ".join(f"{c}={v:.4f}" if isinstance(v, float) else f"{c}={v}" for c, v in row.items()), flush=True)
@@ -346,6 +366,8 @@ def main() -> None:
     s.add_argument("--au6", type=float, default=None, help="hold AU6 at this intensity (e.g. 1 = A) and code only AU12, AU25")
     s.add_argument("--pose", choices=["matched", "profile"], default="matched",
                    help="render at the real smile's measured head pose, or at the neutral photo's own")
+    s.add_argument("--no-jitter", dest="jitter", action="store_false",
+                   help="detect the landmarks of each crop once, not averaged over 9 half-pixel shifts")
     s.add_argument("--appearance-out", default=None, help="save fold 0's learned appearance (.npz)")
     s.add_argument("--tolerance", type=float, default=0.0,
                    help="parsimonious coding: the least intense codes within this landmark error (IOD) of the best")

@@ -336,6 +336,22 @@ def test_semantic_appearance_raises_high_frequency_energy(profile, au, region):
     assert ratio[1] < ratio[2], ratio
 
 
+def test_semantic_appearance_never_moves_the_target_landmarks(profile):
+    """AU6/AU17 skin moves inner mesh points only: a row's target landmarks (a grid's, or a driving
+    clip's) are rendered where they are asked for, with or without the semantic channels."""
+    from generators import generate
+    from generators.appearance import DISPLACEMENTS
+    from generators.warp import N_LANDMARKS
+
+    assert all(i >= N_LANDMARKS for moves in DISPLACEMENTS.values() for i, _, _ in moves)
+    yaw, pitch, roll = profile.pose_degrees
+    specs = [(yaw, pitch, roll, {"AU06": 5.0, "AU12": 3.0, "AU17": 4.0})]
+    with_sem = generate(profile, rows_for(profile, specs), size=256)
+    no_sem = generate(profile, rows_for(profile, specs, sem={}), size=256)
+    assert np.allclose(with_sem.landmarks, no_sem.landmarks, atol=1e-6)
+    assert not np.array_equal(with_sem.images, no_sem.images)
+
+
 def test_learned_appearance_roundtrip_and_use(tmp_path, profile, london):
     from generators import generate
     from generators.appearance import fit_appearance_from_folders, load_appearance
