@@ -242,7 +242,7 @@ def code_expression(
     where the landmarks barely tell the letters apart (AU6's error surface is nearly flat) the best fit
     alone picks a letter by noise. ``pose`` (yaw, pitch, roll degrees): the head pose of the face being
     coded, e.g. :meth:`PersonProfile.pose_of` its landmarks (default: the profile's own pose). Two photos
-    of a person rarely share a head pose (the London pairs differ by up to 8 degrees), and a turn or nod
+    of a person rarely share a head pose (the London pairs differ by up to 9 degrees), and a turn or nod
     the motion model is not told about is explained with AU motion instead.
 
     A stand-in for a FACS coder where photos come without codes (the London smiles): the landmark

@@ -6,7 +6,7 @@
     python scripts/stage3_checks.py mouth                     # painted vs real mouth interiors -> docs/stage3_mouth.csv
 
 ``smile``: each real smile's head pose is measured from its landmarks with the person's own 3D shape
-(:meth:`PersonProfile.pose_of`; the two photos of a pair differ by up to 8 degrees) and its expression
+(:meth:`PersonProfile.pose_of`; the two photos of a pair differ by up to 9 degrees) and its expression
 coded at that pose with FACS intensities (AU6, AU12 A..E, AU25 0..E: :func:`generators.code_expression`,
 the combination whose motion-model landmarks lie closest; the London set has no FACS codes); the
 generator renders that pose and those codes (``--pose profile``: the neutral photo's own pose, as
@@ -14,7 +14,8 @@ before 2026-11-23). Identities are split in two folds (sorted ids, alternate); o
 training fold the AU6 shading is learned (fit_appearance on its neutral/smiling pairs at their coded AU6
 intensities); on the test fold each neutral photo is rendered with its coded smile and compared with
 the same person's real smiling photo, all three in area-filtered aligned 256 px crops: landmarks
-(detected on each crop, similarity-aligned on the stable points as in stage 2, / inter-ocular) and
+(detected on each crop, the mean over 9 half-pixel shifts (``--no-jitter``: one detection),
+similarity-aligned on the stable points as in stage 2, / inter-ocular) and
 pixels (grey levels in the cheek and eye regions inside the face, low-passed, region mean matched).
 Baseline: the neutral photo itself. Generators: learned AU6 shading, the default procedural AU6
 appearance, landmarks only (no semantic appearance), and "reenacted": the learned one driven by the real
