@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fewshot.landmarks import LEFT_EYE, OUTER_LIPS, RIGHT_EYE
+from fewshot.landmarks import INNER_LIPS, LEFT_EYE, OUTER_LIPS, RIGHT_EYE
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,14 @@ def _mask(size: int | tuple[int, int], pts: np.ndarray, blur: float) -> np.ndarr
         k = int(2 * round(2 * blur) + 1)
         m = cv2.GaussianBlur(m, (k, k), blur, borderType=cv2.BORDER_CONSTANT)
     return m
+
+
+def inner_mouth_mask(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean (h, w) mask of the mouth opening: inside the inner-lip curve of ``lm`` (68, 2) px, less
+    one pixel all round (the lip edge itself is neither teeth nor cavity)."""
+    m = np.zeros(shape, np.uint8)
+    cv2.fillPoly(m, [np.round(lm[INNER_LIPS]).astype(np.int32)], 1)
+    return cv2.erode(m, np.ones((3, 3), np.uint8)).astype(bool)
 
 
 def opening(lm: np.ndarray, upper: list[int], lower: list[int], corners: tuple[int, int]) -> float:

@@ -311,6 +311,7 @@ def mouth_rows(identities, lmc, tiles: list | None = None) -> list[dict]:
     from fewshot.io import read_image
     from fewshot.landmarks import INNER_LIPS
     from generators import fit_profile
+    from generators.mouth import inner_mouth_mask
     from generators.render import WarpGenerator
 
     g = WarpGenerator()
@@ -322,9 +323,7 @@ def mouth_rows(identities, lmc, tiles: list | None = None) -> list[dict]:
         target = in_neutral_frame(prof, lmc[str(p)])
         b = g.render(prof, smile_row(prof, {"AU12": 3.0}, 0.0, target), size=SIZE)
         img, lm = b.images[0], b.landmarks[0]
-        m = np.zeros((SIZE, SIZE), np.uint8)
-        cv2.fillPoly(m, [np.round(lm[INNER_LIPS]).astype(np.int32)], 1)
-        m = cv2.erode(m, np.ones((3, 3), np.uint8)).astype(bool)
+        m = inner_mouth_mask(lm, (SIZE, SIZE))
         if m.sum() < 30:
             continue
         gr, gg = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[m].astype(float) for x in (real, img))

@@ -278,18 +278,15 @@ def test_closed_eyes_are_painted(profile):
 def test_mouth_interior_shows_teeth_and_a_cavity(profile):
     """A parted smile is mostly teeth, brighter than the sclera sample; a wide-open mouth shows upper
     teeth at the top and a dark cavity below them."""
-    from fewshot.landmarks import INNER_LIPS
     from generators import generate
-    from generators.mouth import sample_colours
+    from generators.mouth import inner_mouth_mask, sample_colours
 
     yaw, pitch, roll = profile.pose_degrees
     specs = [(yaw, pitch, roll, {"AU12": 4.0, "AU25": 4.0}), (yaw, pitch, roll, {"AU25": 5.0, "AU26": 5.0, "AU27": 4.0})]
     b = generate(profile, rows_for(profile, specs), size=256)
     teeth = sample_colours(profile.image, profile.landmarks).teeth.mean()
     for k, (img, lm) in enumerate(zip(b.images, b.landmarks)):
-        m = np.zeros(img.shape[:2], np.uint8)
-        cv2.fillPoly(m, [np.round(lm[INNER_LIPS]).astype(np.int32)], 1)
-        m = cv2.erode(m, np.ones((3, 3), np.uint8)).astype(bool)
+        m = inner_mouth_mask(lm, img.shape[:2])
         grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(float)
         assert b.records[k]["mouth_interior"] > 0.5 and m.sum() > 30
         if k == 0:
