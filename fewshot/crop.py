@@ -18,15 +18,22 @@ def transform_scale(m: np.ndarray) -> float:
     return float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
 
 
+def area_resize(image: np.ndarray, f: float) -> tuple[np.ndarray, float]:
+    """``image`` resized by ``f`` <= 1 with an area filter; returns it and the factor actually applied
+    (whole pixels: new width / old width). ``f`` >= 1 returns the image itself and 1."""
+    if f >= 1.0:
+        return image, 1.0
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
+    return small, small.shape[1] / w
+
+
 def prescale(image: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     """Downscale an RGB image (INTER_AREA) when it will be sampled at ``scale`` < 0.8 of its
     resolution, so a bilinear remap does not alias; returns the image and the factor applied."""
     if scale >= 0.8:
         return image, 1.0
-    f = min(1.0, scale * 1.25)
-    h, w = image.shape[:2]
-    small = cv2.resize(image, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
-    return small, small.shape[1] / w
+    return area_resize(image, scale * 1.25)
 
 
 def warp_crop(image: np.ndarray, m: np.ndarray, size: int | tuple[int, int], border: int = cv2.BORDER_REFLECT) -> np.ndarray:

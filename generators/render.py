@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fewshot.crop import prescale, transform_scale
+from fewshot.crop import area_resize, prescale, transform_scale
 from fewshot.errors import ConfigError
 from fewshot.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE, apply_affine, interocular, similarity_transform
 from fewshot.pose import estimate_pose
@@ -139,9 +139,7 @@ def prepare_source(profile: Any, size: int | None = None, scale: float | None = 
     if scale is None:
         small, f = prescale(image, transform_scale(W.crop_transform(lm, size)))
     else:
-        small = image if scale >= 1 else cv2.resize(
-            image, (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-        f = small.shape[1] / image.shape[1]
+        small, f = area_resize(image, scale)
     return PreparedSource(
         image=small,
         scale=f,
