@@ -332,9 +332,8 @@ def to_canonical(image: np.ndarray, landmarks: np.ndarray, rotation: np.ndarray 
     image, f = prescale(image, transform_scale(M))
     src_face = W.face_points(landmarks, R)
     if sem:
-        for i, d in mesh_displacements(sem, float(interocular(landmarks))):
-            if i >= W.N_LANDMARKS:  # the photo's own landmarks are measured, not modelled
-                src_face[i] += d
+        for i, d in mesh_displacements(sem, float(interocular(landmarks))):  # inner points only
+            src_face[i] += d
     border_src = apply_affine(W.invert_affine(M), W.border_points(CANONICAL))
     src = W.to_prescaled(np.concatenate([src_face, border_src]), f)
     dst = _tpl()

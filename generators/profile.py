@@ -98,8 +98,8 @@ class PersonProfile:
         """Head pose (yaw, pitch, roll degrees) of another photo or frame of this person from its 68
         landmarks (px; ``image_size`` (width, height) of that image, default this profile's): PnP with
         this person's own 3D shape, so the angle between two photos is not biased by how far the person's
-        face differs from the mean face. Expressions barely move the points it uses (contour, brows,
-        eyes, nose)."""
+        face differs from the mean face. It fits the stable points (nose, eye corners, the ends of the
+        contour), which an expression barely moves; brows and jaw, which it does move, are left out."""
         from fewshot.pose import estimate_pose
 
         size = self.image_size if image_size is None else image_size

@@ -199,6 +199,8 @@ def test_code_expression_recovers_rendered_intensities(profile):
         code_expression(profile, lm, ("AU06", "AU12"), fixed={"AU06": 1.0})
     with pytest.raises(ConfigError, match="yaw, pitch, roll"):
         code_expression(profile, lm, ("AU12",), pose=(0.0, 0.0))
+    with pytest.raises(ConfigError):
+        code_expression(profile, profile.landmarks, ("AU01", "AU02", "AU04", "AU06", "AU12"))
 
 
 def test_pose_of_measures_a_turn_and_coding_at_it_recovers_the_expression(profile):
@@ -213,13 +215,11 @@ def test_pose_of_measures_a_turn_and_coding_at_it_recovers_the_expression(profil
     turned = (yaw + 6.0, pitch - 5.0, roll + 2.0)
     lm = profile.landmarks_for(*turned, aus)
     measured = profile.pose_of(lm)
-    assert np.allclose(measured, turned, atol=0.5), measured  # AU6 moves the lower lids, a few PnP points
+    assert np.allclose(measured, turned, atol=0.5), measured  # AU6/AU12 move a few stable points a little
     code, err = code_expression(profile, lm, ("AU06", "AU12", "AU25"), required=("AU06", "AU12"), pose=measured)
     assert code == aus and err < 0.002
     naive, naive_err = code_expression(profile, lm, ("AU06", "AU12", "AU25"), required=("AU06", "AU12"))
     assert naive_err > 3 * err
-    with pytest.raises(ConfigError):
-        code_expression(profile, profile.landmarks, ("AU01", "AU02", "AU04", "AU06", "AU12"))
 
 
 # -- the generator interface ----------------------------------------------------------------------------
