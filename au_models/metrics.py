@@ -4,7 +4,8 @@
     summary = summarize(table)                      # macro F1 / AUC / ICC / MAE over the AUs
     by_subject = per_subject_metrics(subjects, ...)  # the same table per subject
 
-Occurrence labels are 1 / 0 with -1 unknown; intensities are FACS 0..5 with NaN unknown. A metric that
+Occurrence labels are 1 / 0 with -1 or NaN unknown (see :mod:`au_models.losses`); intensities are FACS 0..5
+with NaN unknown. A metric that
 is undefined for the available labels (AUC with one class, F1 with no positives and no predicted
 positives) is NaN, never a silent 0 or 1.
 """

@@ -4,9 +4,9 @@
     result = train(model, train_set, val_set, TrainConfig(epochs=20, seed=0), checkpoint_dir="run/")
     result.model, result.history, result.val_table
 
-Losses (unknown labels masked out): AU occurrence = BCE-with-logits with per-AU ``pos_weight`` =
-#negatives / #positives of the training labels (clipped to ``max_pos_weight``); AU intensity = smooth L1
-on the 0..5 scale; expression = cross-entropy. Early stopping watches the validation macro AUC (else macro F1, else
+Losses: :class:`au_models.losses.AULoss`, the loss adaptation uses too (unknown labels masked out:
+occurrence BCE with :func:`au_models.losses.positive_weights` of the training labels, intensity squared
+error on the 0..5 scale / 5, expression cross-entropy). Early stopping watches the validation macro AUC (else macro F1, else
 minus the validation loss) on a subject-exclusive validation set. With a
 ``checkpoint_dir`` the full training state is written after every epoch and a re-run continues from it.
 CPU runs are deterministic for a seed.
@@ -31,6 +31,7 @@ from fewshot.io import atomic_path
 from fewshot.landmarks import MIRROR
 
 from .cache import AlignedSet
+from .losses import AULoss, expression_targets, occurrence_targets, positive_weights
 from .metrics import au_metrics, summarize
 from .model import AUModel, to_tensor
 
@@ -46,7 +47,6 @@ class TrainConfig:
     seed: int = 0
     weight_decay: float = 1e-4
     patience: int = 5
-    max_pos_weight: float = 10.0
     intensity_weight: float = 0.5
     expression_weight: float = 1.0
     augment: bool = True
@@ -75,37 +75,6 @@ def subject_split(subjects: Sequence[str], val_fraction: float = 0.2, seed: int 
     order = [uniq[i] for i in rng.permutation(len(uniq))]
     n_val = min(len(uniq) - 1, max(1, int(round(val_fraction * len(uniq)))))
     return sorted(order[n_val:]), sorted(order[:n_val])
-
-
-def pos_weights(occ: np.ndarray, max_weight: float = 10.0) -> np.ndarray:
-    """Per-AU #negatives / #positives over known labels (1 where an AU has no positives), clipped."""
-    occ = np.asarray(occ)
-    pos = (occ == 1).sum(0).astype(np.float64)
-    neg = (occ == 0).sum(0).astype(np.float64)
-    w = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
-    return np.clip(w, 1.0, max_weight).astype(np.float32)
-
-
-def masked_losses(out: dict, occ: torch.Tensor, inten: torch.Tensor, expr: torch.Tensor, pos_weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Loss terms over known labels only (occ -1, intensity NaN and expr -1 are unknown)."""
-    zero = out["occ_logits"].sum() * 0.0
-    losses = {}
-    known = occ >= 0
-    if known.any():
-        per = F.binary_cross_entropy_with_logits(out["occ_logits"], occ.clamp(min=0).float(), pos_weight=pos_weight, reduction="none")
-        losses["occ"] = (per * known).sum() / known.sum()
-    else:
-        losses["occ"] = zero
-    k_int = torch.isfinite(inten)
-    if inten.numel() and k_int.any():
-        losses["intensity"] = F.smooth_l1_loss(out["intensity"][k_int], inten[k_int])
-    else:
-        losses["intensity"] = zero
-    if (expr >= 0).any():
-        losses["expression"] = F.cross_entropy(out["expr_logits"], expr, ignore_index=-1)
-    else:
-        losses["expression"] = zero
-    return losses
 
 
 def _augment(x: torch.Tensor, lm: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,9 +109,9 @@ def _batch(data: AlignedSet, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
     return (
         to_tensor(data.take_images(idx)),
         torch.from_numpy(data.landmarks[idx]),
-        torch.from_numpy(data.occ[idx].astype(np.int64)),
-        torch.from_numpy(data.intensity[idx]),
-        torch.from_numpy(data.expr[idx]),
+        torch.from_numpy(occurrence_targets(data.occ[idx])),
+        torch.from_numpy(np.asarray(data.intensity[idx], np.float32)),
+        torch.from_numpy(expression_targets(data.expr[idx])),
     )
 
 
@@ -195,15 +164,18 @@ def _align_labels(model: AUModel, data: AlignedSet) -> AlignedSet:
                       list(data.expressions), data.frames, data.align, data.source)  # fmt: skip
 
 
-def _val_loss(model: AUModel, data: AlignedSet, pw: torch.Tensor, cfg: TrainConfig) -> float:
+def _loss(model: AUModel, criterion: AULoss, x, lm, occ, inten, expr) -> torch.Tensor:
+    out = model(x, lm if model.needs_landmarks else None)
+    return criterion.total(criterion.terms(out["occ_logits"], occ, out["intensity"], inten, out["expr_logits"], expr))
+
+
+def _val_loss(model: AUModel, data: AlignedSet, criterion: AULoss) -> float:
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad():
         for s in range(0, len(data), 256):
             idx = np.arange(s, min(len(data), s + 256))
-            x, lm, occ, inten, expr = _batch(data, idx)
-            terms = masked_losses(model(x, lm if model.needs_landmarks else None), occ, inten, expr, pw)
-            loss = terms["occ"] + cfg.intensity_weight * terms["intensity"] + cfg.expression_weight * terms["expression"]
+            loss = _loss(model, criterion, *_batch(data, idx))
             total += loss.item() * len(idx)
             n += len(idx)
     return total / max(n, 1)
@@ -232,7 +204,8 @@ def train(
     torch.set_num_threads(cfg.threads)
     train_data = _align_labels(model, train_data)
     val_data = _align_labels(model, val_data) if val_data is not None and len(val_data) else None
-    pw = torch.from_numpy(pos_weights(train_data.occ, cfg.max_pos_weight))
+    pw = torch.from_numpy(positive_weights(occurrence_targets(train_data.occ)))
+    criterion = AULoss(len(model.aus), len(model.intensity_aus), pw, cfg.intensity_weight, cfg.expression_weight)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = int(np.ceil(len(train_data) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.15)
@@ -270,8 +243,7 @@ def train(
             x, lm, occ, inten, expr = _batch(train_data, idx)
             if cfg.augment:
                 x, lm = _augment(x, lm, cfg, gen)
-            terms = masked_losses(model(x, lm if model.needs_landmarks else None), occ, inten, expr, pw)
-            loss = terms["occ"] + cfg.intensity_weight * terms["intensity"] + cfg.expression_weight * terms["expression"]
+            loss = _loss(model, criterion, x, lm, occ, inten, expr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -281,7 +253,7 @@ def train(
             seen += len(idx)
         row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
         if val_data is not None:
-            row["val_loss"] = _val_loss(model, val_data, pw, cfg)
+            row["val_loss"] = _val_loss(model, val_data, criterion)
             summary = summarize(evaluate(model, val_data))
             row["val_macro_f1"], row["val_macro_auc"] = summary["macro_f1"], summary["macro_auc"]
             # AUC is threshold-free, so it ranks epochs more stably than F1 at 0.5

@@ -19,12 +19,14 @@ Protocol of the ``per_identity`` cell kind:
    (``'first'``), or given frame numbers (``protocol.reference_frames: {subject: [frame, ...]}``).
    Their labels are unknown at deployment, so they are taken as neutral (every AU absent, intensity 0)
    unless ``reference_labels: dataset`` (an oracle, for ablations).
-2. **Adaptation** of the base model by the cell's strategy:
-   ``generic`` (the base model unchanged), ``calibration`` (OpenFace-style neutral calibration on the
-   references, :func:`fewshot.adapt.calibrate_to_neutral` at full strength), ``finetune_real`` (plain fine-tuning on the k real frames alone,
-   no synthesis, no replay), any continual-learning strategy of :data:`fewshot.strategies.STRATEGIES`
-   with ``generator: none`` (that strategy over the real references, with the base replay buffer), and
-   with a generator name, :func:`fewshot.adapt.adapt_person` (synthesis + continual learning, stage 5).
+2. **Adaptation** of the base model by the cell's strategy, through the stage calls of
+   :mod:`fewshot.adaptation` (``build_person_set`` -> ``adapt``), the same path as ``fewshot adapt``:
+   any strategy of :data:`fewshot.adaptation.STRATEGIES`, e.g. the baselines ``generic`` (the base
+   model unchanged), ``calibration`` (OpenFace-style neutral calibration on the references, at full
+   strength) and ``finetune_real`` (plain fine-tuning on the k real frames alone, no rehearsal); with
+   ``generator: none`` the strategy trains on the real references (with the base replay buffer), with
+   a generator name on the synthetic set rendered from them. The cell's ``adapt`` settings are an
+   :class:`fewshot.adaptation.AdaptConfig` mapping (``{loop: {epochs: 5}, synthesis: {appearance: ...}}``).
 3. **Evaluation** on every other coded frame of the subject (``eval_includes_references: true``
    evaluates the references too, as the London protocol does), and on a fixed sample
    (``max_other_frames``, seeded by the fold) of the fold's other test subjects (forgetting). The base
@@ -48,15 +50,24 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import h5py
 import numpy as np
 import pandas as pd
+import torch
 
+from au_models.align import canonical_template
+from au_models.cache import load_aligned
+from au_models.checkpoint import load_checkpoint, versions
+from au_models.losses import occurrence_targets
+from au_models.metrics import f1_score, roc_auc
+from au_models.model import to_tensor
+from experiments.datasets.base import AUFrames
+from fewshot.adaptation import AdaptConfig, References, adapt, analyse_references, build_person_set
 from fewshot.errors import ConfigError
+from fewshot.pose import estimate_pose
 from fewshot.registry import Registry
+from fewshot.selection import expression_residual
 
-BASELINES = ("generic", "calibration", "finetune_real")
-DETERMINISTIC = ("generic", "calibration")  # run once (first seed): no random choice in them
-NO_SYNTHESIS = "none"
 PROTOCOL_DEFAULTS: dict[str, Any] = {
     "reference": "neutral",  # neutral | first | given
     "reference_frames": {},  # subject -> [frame, ...] or ['T1:40', ...] (reference: given)
@@ -67,7 +78,6 @@ PROTOCOL_DEFAULTS: dict[str, Any] = {
     "max_other_frames": 2000,  # forgetting sample from the fold's other test subjects (0 = all, -1 = none)
     "threshold": 0.5,
 }
-ADAPT_DEFAULTS: dict[str, Any] = {"epochs": 5, "lr": 1e-3, "batch_size": 32}
 
 CellFn = Callable[[dict, dict], pd.DataFrame]
 CELL_KINDS: Registry[CellFn] = Registry("cell kind")
@@ -92,9 +102,6 @@ def neutral_residuals(crop_landmarks: np.ndarray, crop_size: int, template: np.n
     missing points are taken from ``template`` (68, 2), which alignment maps the face onto, so they add
     the same constant to every frame. Faces that cannot be posed get +inf.
     """
-    from fewshot.pose import estimate_pose
-    from fewshot.selection import expression_residual
-
     out = np.full(len(crop_landmarks), np.inf)
     size = (crop_size, crop_size)
     for i, lm in enumerate(np.asarray(crop_landmarks, np.float64)):
@@ -146,10 +153,6 @@ def choose_references(index: pd.DataFrame, rows: np.ndarray, residual: np.ndarra
 # -- model helpers ---------------------------------------------------------------------------------
 def model_logits(model, crops: np.ndarray, landmarks: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Occurrence logits (N, n_model_aus) of an AU model on aligned uint8 RGB crops."""
-    import torch
-
-    from au_models.model import to_tensor
-
     model.eval()
     needs_lm = bool(getattr(model, "needs_landmarks", False))
     outs = []
@@ -161,18 +164,6 @@ def model_logits(model, crops: np.ndarray, landmarks: np.ndarray, batch_size: in
             o = o["occ_logits"] if isinstance(o, dict) else o[:, : len(model.aus)]
             outs.append(o.float().numpy())
     return np.concatenate(outs) if outs else np.zeros((0, len(model.aus)), np.float32)
-
-
-def _tensor_set(crops: np.ndarray, occ: np.ndarray, inten: np.ndarray):
-    """A :class:`fewshot.adapt_loop.TensorSet` (targets [occurrence | intensity], NaN unknown)."""
-    import torch
-
-    from au_models.model import to_tensor
-    from fewshot.adapt_loop import TensorSet
-
-    y_occ = np.where(occ >= 0, occ, np.nan).astype(np.float32)
-    y = np.concatenate([y_occ, np.asarray(inten, np.float32)], 1)
-    return TensorSet(to_tensor(crops), torch.from_numpy(y))
 
 
 def _labels_for_model(model, aus: list[str], intensity_aus: list[str], occ: np.ndarray, inten: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -187,16 +178,8 @@ def _labels_for_model(model, aus: list[str], intensity_aus: list[str], occ: np.n
     return o, i
 
 
-def _replay_set(model, replay: dict | None):
-    if not replay or not len(replay.get("images", [])):
-        return None
-    return _tensor_set(replay["images"], np.asarray(replay["occ"]), np.asarray(replay["intensity"], np.float32))
-
-
 def confusion(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
     """tp, fp, fn, tn, n, n_pos, f1, auc of one AU over known labels (y >= 0)."""
-    from au_models.metrics import f1_score, roc_auc
-
     known = y >= 0
     t, p = y[known] == 1, prob[known] >= threshold
     return {
@@ -210,40 +193,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
-def adapt_with_synthesis(cell: dict, checkpoint: str, references: list[np.ndarray], threads: int = 1):
-    """Stage 5: :func:`fewshot.adapt.adapt_person` on the reference images (uint8 RGB); the adapted model."""
-    import dataclasses
-
-    from fewshot.adapt import AdaptConfig, adapt_person  # noqa: PLC0415 - stage 5, optional at import time
-
-    names = {f.name for f in dataclasses.fields(AdaptConfig)}
-    opts = {k: v for k, v in (cell.get("adapt") or {}).items() if k in names}
-    opts.update(strategy=cell["strategy"], plasticity=float(cell["plasticity"]), seed=int(cell["seed"]))
-    if "generator" in names:
-        opts["generator"] = cell["generator"]
-    if "threads" in names:
-        opts["threads"] = threads
-    if "reference_frames" in names:
-        opts["reference_frames"] = len(references)
-    # adapt_person re-reads reference frames for the profile fit: hand it files, not arrays
-    import tempfile
-
-    from fewshot.io import write_image
-
-    with tempfile.TemporaryDirectory(prefix="fewshot_refs_") as tmp:
-        for i, img in enumerate(references):
-            write_image(Path(tmp) / f"ref_{i:03d}.png", img)
-        result = adapt_person(tmp, base=checkpoint, config=AdaptConfig(**opts), out_dir=None, progress=False)
-    return result.model
+def adapt_config(cell: dict, threads: int = 1) -> AdaptConfig:
+    """The :class:`AdaptConfig` of a cell: its ``adapt`` mapping, then the grid axes (strategy,
+    plasticity (1 for the baselines, which have none), seed, generator) and the runner's threads."""
+    plasticity = 1.0 if cell.get("plasticity") is None else float(cell["plasticity"])
+    return AdaptConfig.from_dict(cell.get("adapt") or {}, "adapt").override({
+        "strategy.name": cell["strategy"], "strategy.plasticity": plasticity, "seed": int(cell["seed"]),
+        "synthesis.generator": cell["generator"], "loop.threads": threads, "analysis.reference_frames": int(cell["k"]),
+    })
 
 
 # -- the cell --------------------------------------------------------------------------------------
 def _read_cache(path: str | Path):
     """(AlignedSet over every row, lazily read; ok (N,) bool) of an aligned cache."""
-    import h5py
-
-    from au_models.cache import load_aligned
-
     data = load_aligned(path, in_memory=False, only_ok=False)
     with h5py.File(path, "r") as f:
         ok = np.asarray(f["ok"], bool)
@@ -259,17 +221,11 @@ def _seeded_sample(rows: np.ndarray, n: int, seed: int) -> np.ndarray:
 @CELL_KINDS.register("per_identity", "k references of one test subject -> adapt -> evaluate on the subject and on the fold's other test subjects")
 def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
     """Run the protocol of the module docstring for one cell; one row per evaluated AU."""
-    import torch
-
-    from au_models.align import canonical_template
-    from au_models.checkpoint import load_checkpoint, versions
-
     t_start = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     torch.set_num_threads(int(ctx.get("threads", 1)))
     protocol = {**PROTOCOL_DEFAULTS, **(cell.get("protocol") or {})}
-    adapt = {**ADAPT_DEFAULTS, **(cell.get("adapt") or {})}
-    subject, k, seed, strategy = str(cell["subject"]), int(cell["k"]), int(cell["seed"]), cell["strategy"]
+    subject, k, seed = str(cell["subject"]), int(cell["k"]), int(cell["seed"])
     base, meta = load_checkpoint(ctx["checkpoint"])
     data, ok = _read_cache(ctx["cache"])
     index = pd.read_parquet(ctx["index"])
@@ -293,37 +249,22 @@ def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
 
     ref_set = data.subset(refs)
     aus = [a for a in ctx["aus"] if a in base.aus]
+    config = adapt_config(cell, int(ctx.get("threads", 1))).validate()
     t_adapt = time.perf_counter()
     model = copy.deepcopy(base)
-    if strategy == "generic":
-        pass
-    elif strategy == "calibration":
-        from fewshot.adapt import calibrate_to_neutral
-
-        calibrate_to_neutral(model, ref_set.take_images(np.arange(len(refs))), ref_set.landmarks, strength=1.0)
-    elif cell["generator"] == NO_SYNTHESIS:
-        from fewshot.adapt_loop import run_adaptation
-
-        if protocol["reference_labels"] == "dataset":
-            occ, inten = _labels_for_model(base, ref_set.aus, ref_set.intensity_aus, ref_set.occ, ref_set.intensity)
-        else:  # assumed neutral: every AU absent, intensity 0
-            occ = np.zeros((len(refs), len(base.aus)), np.int8)
-            inten = np.zeros((len(refs), len(base.intensity_aus)), np.float32)
-        person = _tensor_set(ref_set.take_images(np.arange(len(refs))), occ, inten)
-        name, plasticity = ("naive", 1.0) if strategy == "finetune_real" else (strategy, float(cell["plasticity"]))
-        replay = None if strategy == "finetune_real" else _replay_set(base, meta.get("replay"))
-        model, _ = run_adaptation(
-            model, name, plasticity, person, replay, len(base.aus), len(base.intensity_aus), {}, epochs=int(adapt["epochs"]),
-            lr=float(adapt["lr"]), batch_size=int(adapt["batch_size"]), seed=seed, progress=False,
-            backbone_params=lambda m: list(m.backbone.parameters()),
-        )  # fmt: skip
-    else:
-        from experiments.datasets.base import AUFrames
-
+    if config.synthesizes:  # the profile is fitted on the raw frames: analyse them as `fewshot adapt` does
         frames = AUFrames(str(cell["dataset"]), index.iloc[refs].reset_index(drop=True), list(ctx["aus"]), [], Path(str(cell["root"])))
-        references = [frames.load_image(i) for i in range(len(refs))]
+        references = analyse_references([frames.load_image(i) for i in range(len(refs))], config.analysis)
         frames.close()
-        model = adapt_with_synthesis(cell, ctx["checkpoint"], references, int(ctx.get("threads", 1)))
+    else:  # the references as the cache aligned them; labels unknown at deployment: taken as neutral
+        labels = None
+        if protocol["reference_labels"] == "dataset":  # an oracle, for ablations
+            occ, inten = _labels_for_model(base, ref_set.aus, ref_set.intensity_aus, ref_set.occ, ref_set.intensity)
+            labels = np.concatenate([occurrence_targets(occ), inten], 1)
+        references = References([], [], f"{cell['dataset']}:{subject}", crops=ref_set.take_images(np.arange(len(refs))),
+                                crop_landmarks=ref_set.landmarks, labels=labels)
+    person = build_person_set(references, model, meta, config, ctx["checkpoint"])
+    adapt(model, meta, person, config, eval_sets={})
     seconds_adapt = time.perf_counter() - t_adapt
 
     def probs(m, rows_: np.ndarray) -> np.ndarray:
@@ -356,7 +297,7 @@ def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
     df = pd.DataFrame(out_rows)
     config_cols = {
         "dataset": cell["dataset"], "fold": int(cell["fold"]), "subject": subject, "k": k, "generator": cell["generator"],
-        "strategy": strategy, "plasticity": np.nan if cell.get("plasticity") is None else float(cell["plasticity"]), "seed": seed,
+        "strategy": cell["strategy"], "plasticity": np.nan if cell.get("plasticity") is None else float(cell["plasticity"]), "seed": seed,
     }  # fmt: skip
     for i, (c, val) in enumerate(config_cols.items()):
         df.insert(i, c, val)

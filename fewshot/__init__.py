@@ -6,7 +6,7 @@ Stages (one public call each):
 2. ``generators.design_grid`` -> a balanced pose x expression x AU grid of targets.
 3. ``generators.generate`` -> a synthetic data set of that person.
 4. ``au_models`` -> the generic AU/expression classifier that gets specialised.
-5. ``fewshot.adapt`` -> the person-specific model (continual-learning strategies).
+5. ``fewshot.adaptation.adapt_person`` -> the person-specific model (continual-learning strategies).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ import pandas as pd
 
 from fewshot.errors import CheckpointError, InputError
 
-from .render import GENERATORS, GeneratedBatch, Generator, WarpGenerator, parse_rows
+from .grid import Grid, as_grid
+from .render import GENERATORS, GeneratedBatch, Generator, WarpGenerator
 
 COND_AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU17", "AU25", "AU26")
 GROUPS = [range(17, 27), range(36, 48), range(27, 36), range(48, 68), range(0, 17)]
@@ -97,10 +98,12 @@ def load_refiner(path: str | Path):
     return net.eval()
 
 
+@GENERATORS.register("warp+refiner", "the warp generator followed by a small trained conditional U-Net (needs --refiner; torch)")
 class RefinedGenerator(Generator):
     """'warp+refiner': the warp generator's crops passed through a trained refiner."""
 
     name = "warp+refiner"
+    options, required = ("refiner", "appearance"), ("refiner",)
 
     def __init__(self, refiner: str | Path | None = None, appearance: Any = None, batch: int = 32) -> None:
         if refiner is None:
@@ -111,12 +114,12 @@ class RefinedGenerator(Generator):
         self.batch = batch
         self.refiner_path = str(refiner)
 
-    def render(self, profile: Any, rows: pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
+    def render(self, profile: Any, rows: Grid | pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
         import torch
 
-        b = self.warp.render(profile, rows, size, full_frame)
-        t = parse_rows(rows)
-        aus = np.stack([t.aus.get(a, np.zeros(len(t))) for a in COND_AUS], 1)
+        grid = as_grid(rows)
+        b = self.warp.render(profile, grid, size, full_frame)
+        aus = grid.au_matrix(COND_AUS)
         out = np.empty_like(b.images)
         with torch.no_grad():
             for i in range(0, len(b.images), self.batch):
@@ -236,8 +239,3 @@ def train_refiner_from_folders(without, with_, out, epochs: int = 3, size: int =
     """``fewshot train-generator``: :func:`training_pairs` then :func:`train_refiner`."""
     x, lm, a, t = training_pairs(without, with_, size, identities)
     return train_refiner(x, lm, a, t, out, epochs=epochs, seed=seed, threads=threads)
-
-
-@GENERATORS.register("warp+refiner", "the warp generator followed by a small trained conditional U-Net (needs --refiner; torch)")
-def _make_refined(**options) -> RefinedGenerator:
-    return RefinedGenerator(**options)

@@ -59,17 +59,22 @@ def tiny_base(tmp_path_factory, example_image):
     return path
 
 
+KEYS = {"grid_size": "grid.size", "epochs": "loop.epochs", "render_size": "synthesis.render_size", "batch_size": "loop.batch_size",
+        "lr": "loop.lr", "seed": "seed", "strategy": "strategy.name", "plasticity": "strategy.plasticity",
+        "reference_frames": "analysis.reference_frames", "generator": "synthesis.generator"}
+
+
 def _cfg(**kw):
-    from fewshot.adapt import AdaptConfig
+    from fewshot.adaptation import AdaptConfig
 
     base = dict(grid_size=60, epochs=2, render_size=96, batch_size=16, seed=3)
     base.update(kw)
-    return AdaptConfig(**base)
+    return AdaptConfig().override({KEYS[k]: v for k, v in base.items()})
 
 
 def test_adapt_writes_outputs_and_loads_in_predict(tiny_base, tmp_path):
     from au_models.checkpoint import load_checkpoint
-    from fewshot.adapt import adapt_person
+    from fewshot.adaptation import adapt_person
     from fewshot.data import example_photo
 
     out = tmp_path / "adapted"
@@ -93,15 +98,15 @@ def test_adapt_writes_outputs_and_loads_in_predict(tiny_base, tmp_path):
 
 
 def test_same_seed_same_weights_and_report(tiny_base):
-    from fewshot.adapt import adapt_person
+    from fewshot.adaptation import adapt_person
     from fewshot.data import example_photo
 
     a = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="ewc"), progress=False)
     b = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="ewc"), progress=False)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    strip = lambda r: {k: v for k, v in r.items() if k != "stages"}  # noqa: E731
-    assert json.dumps(strip(a.report), default=str) == json.dumps(strip(b.report), default=str)
+    strip = lambda r: {k: v for k, v in r.to_dict().items() if k != "stages"}  # noqa: E731
+    assert json.dumps(strip(a.report)) == json.dumps(strip(b.report))
     c = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="ewc", seed=4), progress=False)
     assert not all(torch.equal(sa[k], c.model.state_dict()[k]) for k in sa)
 
@@ -109,12 +114,12 @@ def test_same_seed_same_weights_and_report(tiny_base):
 def test_rigid_strategies_forget_less_than_naive(tiny_base):
     """High-rigidity EWC and replay keep more of the base model's validation F1 than plastic naive
     fine-tuning on the same person data (same seed, grid and epochs)."""
-    from fewshot.adapt import adapt_person
+    from fewshot.adaptation import adapt_person
     from fewshot.data import example_photo
 
     def drop(strategy, p):
         r = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy=strategy, plasticity=p, epochs=5, lr=2e-3), progress=False)
-        return r.report["rigidity"]["drop"], r.model
+        return r.report.rigidity["drop"], r.model
 
     d_naive, m_naive = drop("naive", 1.0)
     d_ewc, m_ewc = drop("ewc", 0.0)
@@ -132,7 +137,7 @@ def test_rigid_strategies_forget_less_than_naive(tiny_base):
 
 def test_calibration_lowers_neutral_response(tiny_base):
     from au_models.align import align_faces
-    from fewshot.adapt import adapt_person, calibrate_to_neutral
+    from fewshot.adaptation import adapt_person, calibrate_to_neutral
     from fewshot.analysis import Analyzer
     from fewshot.data import example_photo
     from fewshot.io import read_image
@@ -148,7 +153,7 @@ def test_calibration_lowers_neutral_response(tiny_base):
     assert np.all(after <= np.maximum(before, 0.1) + 1e-5)
     assert np.all(after <= 0.1 + 1e-4)
     res = adapt_person(str(example_photo()), base=tiny_base, config=_cfg(strategy="calibration"), progress=False)
-    assert res.report["calibration"]["occ_logit_shift"].keys() == set(AUS)
+    assert res.report.calibration["occ_logit_shift"].keys() == set(AUS)
 
 
 def run_cli(*args):
@@ -179,19 +184,19 @@ def test_adapt_bad_inputs_exit_2_and_leave_nothing(tiny_base, tmp_path):
 
 def test_several_reference_images_build_profile_and_calibration(tiny_base, example_image):
     """Several photos (here the photo and its mirror image) are all used: profile and calibration."""
-    from fewshot.adapt import adapt_person
+    from fewshot.adaptation import adapt_person
 
     refs = [example_image, np.ascontiguousarray(example_image[:, ::-1])]
     res = adapt_person(refs, base=tiny_base, config=_cfg(strategy="calibration"), progress=False)
-    assert res.report["reference_frames"] == [0, 0]
-    assert res.report["source"] == "<arrays>"
-    assert set(res.report["calibration"]["occ_logit_shift"]) == set(AUS)
+    assert res.report.reference_frames == [0, 1]
+    assert res.report.source == "<arrays>"
+    assert set(res.report.calibration["occ_logit_shift"]) == set(AUS)
 
 
 def test_clip_uses_its_best_reference_frames(tiny_base, clip):
-    from fewshot.adapt import adapt_person
+    from fewshot.adaptation import adapt_person
 
     res = adapt_person(str(clip), base=tiny_base, config=_cfg(strategy="calibration", reference_frames=3), progress=False)
-    frames = res.report["reference_frames"]
+    frames = res.report.reference_frames
     assert len(frames) == 3 and len(set(frames)) == 3
     assert all(f < 400 for f in frames)  # not the laughing end of the clip

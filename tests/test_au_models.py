@@ -404,7 +404,7 @@ def test_checkpoint_validation_buffer_round_trip(tmp_path):
 
 def test_shipped_base_model_carries_buffers():
     from au_models.checkpoint import load_checkpoint
-    from fewshot.adapt import default_base_model
+    from au_models import base_model_path as default_base_model
 
     model, meta = load_checkpoint(default_base_model())
     assert default_base_model().stat().st_size < 20e6

@@ -39,7 +39,7 @@ def write_config(path: Path, bp4d_root: Path, out: Path, **over) -> Path:
         "seeds": [0, 1],
         "base": {"train": {"epochs": 2, "crop_size": 48, "batch_size": 8, "backbone_config": {"width": 4, "out_dim": 16},
                            "replay_size": 8, "patience": 2, "threads": 1, "seed": 0}},  # fmt: skip
-        "adapt": {"epochs": 4, "batch_size": 8, "lr": 0.05},
+        "adapt": {"loop": {"epochs": 4, "batch_size": 8, "lr": 0.05}},
         "protocol": {"max_other_frames": 50},
     }
     cfg.update(over)
@@ -100,7 +100,7 @@ def test_cell_ids_are_stable_and_config_sensitive(bp4d_root, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", bp4d_root, tmp_path / "run")
     a, b = validate(load_config(cfg)), validate(load_config(cfg))
     assert a.ids == b.ids and len(set(a.ids)) == len(a.ids) == 8
-    cfg2 = write_config(tmp_path / "c2.yaml", bp4d_root, tmp_path / "run", adapt={"epochs": 5, "batch_size": 8, "lr": 0.05})
+    cfg2 = write_config(tmp_path / "c2.yaml", bp4d_root, tmp_path / "run", adapt={"loop": {"epochs": 5, "batch_size": 8, "lr": 0.05}})
     assert not set(validate(load_config(cfg2)).ids) & set(a.ids)
     # baselines take no generator/plasticity; deterministic ones run with the first seed only
     cfg3 = write_config(tmp_path / "c3.yaml", bp4d_root, tmp_path / "run", strategies=["generic", "calibration", "replay"],
@@ -170,7 +170,7 @@ def test_kill_9_midway_then_resume_redoes_nothing(local_run, bp4d_root, tmp_path
     ck = local_run / "base" / "bp4d_fold3.pt"
     out = tmp_path / "run"
     # slower cells (more epochs) so the kill lands midway
-    cfg = write_config(tmp_path / "c.yaml", bp4d_root, out, base={"checkpoint": str(ck)}, adapt={"epochs": 12, "batch_size": 8, "lr": 0.05})
+    cfg = write_config(tmp_path / "c.yaml", bp4d_root, out, base={"checkpoint": str(ck)}, adapt={"loop": {"epochs": 12, "batch_size": 8, "lr": 0.05}})
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "experiment", "run", str(cfg), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     cells = out / "cells"

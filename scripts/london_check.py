@@ -1,7 +1,7 @@
 """The London real check of stage 5: adapt from each held-out identity's neutral photo only, then
 score that person's two real photos (neutral, smiling) with its own adapted model.
 
-    python -m experiments.london_check [--london ../shared/data/frl_london] [--strategies ...] [--out runs/london_check]
+    python scripts/london_check.py [--london ../shared/data/frl_london] [--strategies ...] [--out runs/london_check]
 
 Identities: the base model's held-out test identities (recorded in its provenance; the shipped base
 model never saw their synthetic grids or photos). For every strategy it reports the pooled AUC of
@@ -46,13 +46,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs/london_check")
     a = ap.parse_args(argv)
 
-    from au_models.checkpoint import load_checkpoint
-    from fewshot.adapt import AdaptConfig, adapt_person, default_base_model
+    from fewshot.adaptation import AdaptConfig, adapt_person, load_base
     from fewshot.analysis import Analyzer
     from fewshot.io import write_table
 
-    base_path = a.base or default_base_model()
-    base, meta = load_checkpoint(base_path)
+    base, meta, base_path = load_base(a.base)
     ids = a.ids or meta.get("provenance", {}).get("test_subjects")
     if not ids:
         print("error: the base model records no held-out identities; pass --ids", file=sys.stderr)
@@ -70,7 +68,8 @@ def main(argv=None) -> int:
             if s == "base":
                 model = base
             else:
-                model = adapt_person(str(photos[0]), base=base_path, config=AdaptConfig(strategy=s, plasticity=a.plasticity), progress=False).model
+                cfg = AdaptConfig().override({"strategy.name": s, "strategy.plasticity": a.plasticity})
+                model = adapt_person(str(photos[0]), base=base_path, config=cfg, progress=False).model
             sc = score_photos(model, photos, an)
             new = pd.DataFrame({"identity": i, "strategy": s, "photo": ["neutral", "smiling"],
                                 "AU12_p": sc["AU12_p"].to_numpy(), "AU06_p": sc["AU06_p"].to_numpy(),
