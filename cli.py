@@ -8,13 +8,23 @@ exit code 2 (no traceback).
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 import typer
 
-from fewshot.errors import FewshotError
+from experiments.datasets import DATASETS
+from fewshot.adaptation.config import NO_SYNTHESIS, AdaptConfig, cli_fields
+from fewshot.adaptation.strategies import STRATEGIES
+from fewshot.backends import FACE_BACKENDS
+from fewshot.errors import FewshotError, Interrupted
+from generators.grid import DEFAULT_AUS, GRID_STRATEGIES
+from generators.render import GENERATORS
+
+# help strings name the registered parts (none is listed by hand); torch-free imports only
+FACE_HELP = f"Face backend: {', '.join(FACE_BACKENDS.names())}."
 
 app = typer.Typer(
     add_completion=False,
@@ -25,7 +35,8 @@ app = typer.Typer(
 
 
 def friendly(fn: Callable) -> Callable:
-    """Turn FewshotError (and Ctrl-C) into one line on stderr and exit code 2 / 130."""
+    """Turn FewshotError (and Ctrl-C) into one line on stderr and exit code 2 / 130. A stage that keeps
+    partial work to resume raises :class:`Interrupted`, whose message says so."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -34,6 +45,9 @@ def friendly(fn: Callable) -> Callable:
         except FewshotError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(code=e.exit_code) from None
+        except Interrupted as e:
+            typer.echo(f"interrupted: {e}", err=True)
+            raise typer.Exit(code=130) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: outputs already written are complete; partial ones were removed", err=True)
             raise typer.Exit(code=130) from None
@@ -45,12 +59,21 @@ def _backend_options(weights: Optional[Path]) -> dict:
     return {"weights": str(weights)} if weights else {}
 
 
+def _warn_unreadable(table) -> None:
+    """One stderr line per photo of a folder that could not be read (its row has success=0)."""
+    errors = [e for e in table["error"] if isinstance(e, str) and e]
+    for e in errors:
+        typer.echo(f"skipped: {e}", err=True)
+    if errors:
+        typer.echo(f"warning: {len(errors)} of {len(table)} file(s) could not be read; their rows have success=0 and the reason in 'error'", err=True)
+
+
 @app.command()
 @friendly
 def detect(
     input: Optional[Path] = typer.Argument(None, help="An image, a folder of images or a video file (default: the shipped example photo)."),
     out: Path = typer.Option(Path("faces.csv"), "--out", "-o", help="CSV to write (OpenFace columns)."),
-    backend: str = typer.Option("dlib", help="Face backend: dlib, mediapipe, face-alignment, insightface."),
+    backend: str = typer.Option("dlib", help=FACE_HELP),
     weights: Optional[Path] = typer.Option(None, help="Weights file/folder for face-alignment or insightface."),
     faces: str = typer.Option("largest", help="largest | all | error (when a frame holds several faces)."),
     overlay: Optional[Path] = typer.Option(None, help="Folder to write each frame with its landmarks drawn."),
@@ -60,8 +83,12 @@ def detect(
 ) -> None:
     """Detect faces, 68 landmarks, head pose (and identity embeddings) in INPUT."""
     from fewshot.analysis import Analyzer
-    from fewshot.io import VIDEO_EXTENSIONS
+    from fewshot.io import VIDEO_EXTENSIONS, check_output_file
+    from fewshot.selection import check_k
 
+    check_output_file(out, "--out", "faces.csv")
+    if select:
+        check_k(select, str(input or ""), "--select")
     if input is None:
         from fewshot.data import example_photo
 
@@ -72,6 +99,7 @@ def detect(
     analyzer = Analyzer(backend=backend, faces=faces, embed=embed, track=track, backend_options=_backend_options(weights))  # type: ignore[arg-type]
     result = analyzer.analyze(input, overlay_dir=overlay)
     result.to_csv(out, embeddings=embed)
+    _warn_unreadable(result.table)
     ok = int(result.table.success.sum())
     typer.echo(f"{out}: {len(result.table)} rows, {result.n_frames} frames, face found in {ok} ({100.0 * ok / max(1, len(result.table)):.1f}%) [{result.backend}]")
     if select:
@@ -86,14 +114,17 @@ def select_frames_cmd(
     input: Path = typer.Argument(..., help="A video file or a folder of photos of one person."),
     k: int = typer.Option(5, "-k", help="How many frames to pick."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV of the chosen frames and their scores."),
-    backend: str = typer.Option("dlib"),
+    backend: str = typer.Option("dlib", help=FACE_HELP),
     weights: Optional[Path] = typer.Option(None),
 ) -> None:
     """Pick the k best reference frames (confidence, sharpness, frontal pose, closeness to neutral)."""
     from fewshot.analysis import Analyzer
-    from fewshot.io import write_table
-    from fewshot.selection import select_frames
+    from fewshot.io import check_output_file, write_table
+    from fewshot.selection import check_k, select_frames
 
+    check_k(k, str(input))
+    if out:
+        check_output_file(out, "--out", "frames.csv")
     result = Analyzer(backend=backend, embed=False, backend_options=_backend_options(weights)).analyze(input)
     best = select_frames(result, k)
     if out:
@@ -107,22 +138,25 @@ def design(
     photo: Path = typer.Option(..., "--photo", help="Neutral photo (or clip / folder) of the person."),
     out: Path = typer.Option(Path("grid.parquet"), "--out", "-o", help="Grid table to write (.parquet or .csv)."),
     n: int = typer.Option(500, "--n", help="Number of samples (factorial: 0 = the full design)."),
-    strategy: str = typer.Option("balanced", help="balanced | factorial | cooccurrence."),
-    aus: str = typer.Option("AU01,AU02,AU04,AU06,AU09,AU12,AU25,AU26", help="Comma-separated AUs."),
+    strategy: str = typer.Option("balanced", help=f"Grid strategy: {', '.join(GRID_STRATEGIES.names())}."),
+    aus: str = typer.Option(",".join(DEFAULT_AUS), help="Comma-separated AUs."),
     seed: int = typer.Option(0, help="Random seed (same seed, same grid)."),
     motion: Optional[Path] = typer.Option(None, help="Motion model .npz from `fewshot fit-motion` (default: FACS fields)."),
     sheet: Optional[Path] = typer.Option(None, help="PNG contact sheet of target landmarks over the photo."),
-    backend: str = typer.Option("dlib", help="Face backend for the photo."),
+    backend: str = typer.Option("dlib", help=FACE_HELP),
 ) -> None:
     """Design a balanced pose x expression x AU grid of landmark targets for the person in --photo."""
-    from fewshot.io import write_image, write_table
-    from generators import contact_sheet, design_grid, fit_profile, grid_balance, load_motion_model
+    from fewshot.io import check_output_file, write_image
+    from generators import contact_sheet, design_grid, fit_profile, grid_balance, load_motion_model, write_grid
 
+    check_output_file(out, "--out", "grid.parquet")
+    if sheet:
+        check_output_file(sheet, "--sheet", "sheet.png")
     model = load_motion_model(motion) if motion else None
     profile = fit_profile(photo, backend=backend, motion=model)
     grid = design_grid(profile, n=n or None, strategy=strategy, aus=aus, seed=seed)
     try:
-        write_table(grid, out)
+        write_grid(grid, out)
     except ImportError as e:  # pyarrow missing or built against another numpy
         raise FewshotError(f"{out}: cannot write parquet ({str(e).splitlines()[0]}); fix pyarrow or use --out grid.csv") from None
     if sheet:
@@ -161,10 +195,10 @@ def fit_motion_cmd(
 @app.command("train-base")
 @friendly
 def train_base_cmd(
-    dataset: str = typer.Option(..., help="disfa | bp4d | folder | synthetic | london (experiments.datasets names)."),
+    dataset: str = typer.Option(..., help=f"Data set: {', '.join(DATASETS.names())}."),
     root: Path = typer.Option(..., help="Data set folder (synthetic: the .h5 store)."),
     fold: str = typer.Option("1", help="1, 2, 3, 'all', a list like 1,3, or 0 = train on every subject."),
-    backbone: str = typer.Option("compact", help="compact | resnet18 | geometry."),
+    backbone: str = typer.Option("compact", help="AU backbone (`fewshot backends` lists them)."),
     out: Path = typer.Option(Path("model.pt"), "--out", "-o", help="Checkpoint to write (+ <stem>.metrics.csv)."),
     epochs: int = typer.Option(20),
     lr: float = typer.Option(2e-3),
@@ -190,41 +224,73 @@ def train_base_cmd(
 @friendly
 def predict(
     input: Path = typer.Argument(..., help="An image, a folder of images or a video file."),
-    model: Optional[Path] = typer.Option(None, help="AU model checkpoint (default: the shipped base model)."),
+    model: Optional[Path] = typer.Option(None, help="AU model checkpoint, or a `fewshot adapt` output folder (default: the shipped base model)."),
     out: Path = typer.Option(Path("aus.csv"), "--out", "-o", help="CSV to write (OpenFace columns + AUxx_r/_c/_p + expr_*)."),
-    backend: str = typer.Option("dlib", help="Face backend for stage-1 analysis."),
+    backend: str = typer.Option("dlib", help=FACE_HELP),
     threshold: float = typer.Option(0.5, help="Probability above which AUxx_c = 1."),
 ) -> None:
     """Predict AU intensity/occurrence and expression for every face of INPUT."""
     from au_models import base_model_path
     from au_models.predict import predict as run_predict
-    from fewshot.io import write_table
+    from fewshot.io import check_output_file, write_table
 
+    check_output_file(out, "--out", "aus.csv")
     df = run_predict(model or base_model_path(), input, backend=backend, threshold=threshold)
     write_table(df, out)
+    _warn_unreadable(df)
     ok = int(df.success.sum())
     typer.echo(f"{out}: {len(df)} rows, face found in {ok}; AU columns: {', '.join(c for c in df.columns if c.endswith('_c'))}")
 
 
+def config_options(fn: Callable) -> Callable:
+    """Add one option per leaf of :class:`fewshot.adaptation.AdaptConfig` to a command (flags, types,
+    defaults and help from the dataclasses; registry members listed from the registries) and hand the
+    command the built ``config`` instead."""
+    fields = cli_fields()
+    params = [p for p in inspect.signature(fn).parameters.values() if p.name != "config"]
+    taken = {p.name for p in params}
+    extra = []
+    for f in fields:
+        name = f.key.replace(".", "_")
+        assert name not in taken, f"{fn.__name__}: option {name} clashes with a config field"
+        help_ = f.help + (f" One of: {', '.join(_registry_names(f.choices))}." if f.choices else "")
+        annotation = Optional[Path] if f.optional else f.type
+        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                       default=typer.Option(f.default, f.flag, help=help_, show_default=f.default is not None)))
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        values = {f.key: kwargs.pop(f.key.replace(".", "_")) for f in fields}
+        return fn(*args, config=AdaptConfig().override(values, "options"), **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(params + extra)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _registry_names(kind: str) -> list[str]:
+    names = next(r.names() for r in (FACE_BACKENDS, GRID_STRATEGIES, GENERATORS, STRATEGIES) if r.kind == kind)
+    return [*names, NO_SYNTHESIS] if kind == "generator" else names
+
+
 @app.command()
 @friendly
+@config_options
 def adapt(
     photo: Optional[Path] = typer.Option(None, "--photo", help="A photo of the person (default: the shipped example photo)."),
     clip: Optional[Path] = typer.Option(None, "--clip", help="A short clip (or a folder of photos) of the person."),
     base: Optional[Path] = typer.Option(None, "--base", help="Base AU model checkpoint (default: the shipped base model)."),
-    strategy: str = typer.Option("si", "--strategy", help="si (default, chosen on the London check), naive, head, ewc, lwf, replay, joint, calibration."),
-    plasticity: float = typer.Option(0.5, "--plasticity", help="0 = keep the base model, 1 = learn this face freely."),
-    grid_size: int = typer.Option(200, "--grid-size", help="Synthetic samples to generate."),
-    epochs: int = typer.Option(3, "--epochs"),
-    seed: int = typer.Option(0, "--seed"),
     eval: Optional[Path] = typer.Option(None, "--eval", help="Real labelled frames of this person (a folder/CSV data set) to measure plasticity on."),
-    out: Path = typer.Option(Path("adapted"), "--out", "-o", help="Output folder (model.pt, report.json, synthetic.png, curves.png)."),
+    out: Path = typer.Option(Path("adapted"), "--out", "-o", help="Output folder (model.pt, report.json, synthetic.png, curves.png, curves.csv)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier result in --out (otherwise refused)."),
+    config=None,
 ) -> None:
-    """Specialise the base AU model to one person: analyse, design a grid, synthesize, fine-tune."""
-    from fewshot.adapt import AdaptConfig, adapt_person
+    """Specialise the base AU model to one person: analyse, design a grid, synthesize, adapt, evaluate."""
+    from fewshot.adaptation import adapt_person, check_out_dir
 
     if photo and clip:
         raise typer.BadParameter("give --photo or --clip, not both")
+    config.validate()
+    check_out_dir(out, overwrite)
     source = photo or clip
     if source is None:
         from fewshot.data import example_photo
@@ -236,14 +302,15 @@ def adapt(
         from experiments.datasets import load_dataset
 
         eval_data = load_dataset("folder", eval)
-    cfg = AdaptConfig(strategy=strategy, plasticity=plasticity, grid_size=grid_size, epochs=epochs, seed=seed)
-    res = adapt_person(source, base=base, config=cfg, out_dir=out, eval_data=eval_data)
+    res = adapt_person(source, base=base, config=config, out_dir=out, eval_data=eval_data, overwrite=overwrite)
     r = res.report
-    p, g = r["plasticity"], r["rigidity"]
-    typer.echo(f"{out}/model.pt: {r['strategy']['name']} ({r['strategy']['parameter']}={r['strategy']['value']:.3g}); "
-               f"person held-out macro F1 {p['person_holdout_macro_f1_before']:.3f} -> {p['person_holdout_macro_f1_after']:.3f}; "
+    p, g = r.plasticity, r.rigidity
+    person = (f"person held-out macro F1 {p['person_holdout_macro_f1_before']:.3f} -> {p['person_holdout_macro_f1_after']:.3f}; "
+              if "person_holdout_macro_f1_before" in p else "")
+    typer.echo(f"{out}/model.pt: {r.strategy['name']} ({r.strategy['parameter'] or 'no parameter'}={r.strategy['value']:.3g}) "
+               f"[{r.synthetic['generator']}]; {person}"
                f"base macro F1 {g.get('base_macro_f1_before', float('nan')):.3f} -> {g.get('base_macro_f1_after', float('nan')):.3f}; "
-               f"{sum(s['seconds'] for s in r['stages']):.1f} s")
+               f"{sum(s['seconds'] for s in r.stages):.1f} s")
 
 
 @app.command()
@@ -255,18 +322,21 @@ def synthesize(
     clip: Optional[Path] = typer.Option(None, "--clip", help="Or a clip: its most frontal face is the source."),
     size: int = typer.Option(256, help="Aligned crop size in pixels."),
     chunk: int = typer.Option(64, help="Samples per HDF5 chunk (the unit of resuming)."),
-    generator: str = typer.Option("warp", help="Generator: warp | warp+refiner (`fewshot backends` lists them)."),
+    generator: str = typer.Option("warp", help=f"Generator: {', '.join(GENERATORS.names())}."),
     appearance: Optional[Path] = typer.Option(None, help="Learned AU appearance .npz from `fewshot fit-appearance`."),
     refiner: Optional[Path] = typer.Option(None, help="Refiner weights from `fewshot train-generator` (warp+refiner)."),
     full_frame: bool = typer.Option(False, "--full-frame", help="Also store full frames (source image frame)."),
     compression: str = typer.Option("gzip", help="Image compression: gzip (level 1) | lzf | none."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    allow_other_source: bool = typer.Option(False, "--allow-other-source",
+                                            help="Render a grid designed on another photo (its targets are that face's landmarks)."),
 ) -> None:
     """Render a grid of the person into an HDF5 store (images, landmarks, AUs, pose) + a contact sheet."""
     from generators.store import synthesize_files
 
     rep = synthesize_files(grid, out, photo=photo, clip=clip, appearance=appearance, refiner=refiner, size=size, chunk=chunk,
-                           generator=generator, full_frame=full_frame, compression=compression, progress=progress)
+                           generator=generator, full_frame=full_frame, compression=compression, progress=progress,
+                           allow_other_source=allow_other_source)
     typer.echo(f"{out}: {rep.n} samples, {rep.chunks_rendered} chunk(s) rendered, {rep.chunks_skipped} already done "
                f"({rep.seconds:.1f}s){'; contact sheet ' + str(rep.contact_sheet) if rep.contact_sheet else ''}")
 
@@ -378,22 +448,15 @@ def experiment_report(
 
 @app.command()
 def backends() -> None:
-    """List the registered backends of every kind."""
-    from fewshot.backends import FACE_BACKENDS
-
-    typer.echo("face backends:")
-    for name, doc in FACE_BACKENDS.describe().items():
-        typer.echo(f"  {name:16s} {doc}")
+    """List the registered swappable parts of every kind (face backends, grid strategies, generators,
+    AU backbones, adaptation strategies, experiment cell kinds, data sets)."""
     from au_models.backbones import BACKBONES
+    from experiments.protocol import CELL_KINDS
 
-    typer.echo("AU model backbones:")
-    for name, doc in BACKBONES.describe().items():
-        typer.echo(f"  {name:16s} {doc}")
-    from generators.render import GENERATORS
-
-    typer.echo("generators:")
-    for name, doc in GENERATORS.describe().items():
-        typer.echo(f"  {name:16s} {doc}")
+    for reg in [FACE_BACKENDS, GRID_STRATEGIES, GENERATORS, BACKBONES, STRATEGIES, CELL_KINDS, DATASETS]:
+        typer.echo(f"{reg.kind}:")
+        for name, doc in reg.describe().items():
+            typer.echo(f"  {name:16s} {doc}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

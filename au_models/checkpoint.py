@@ -18,7 +18,7 @@ The file is a ``torch.save`` dict read back with ``weights_only=True`` (no pickl
 from __future__ import annotations
 
 import datetime as _dt
-import os
+import io
 import platform
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from .model import AUModel
 FORMAT = "fewshot-au-model"
 FORMAT_VERSION = 1
 REPLAY_KEYS = ("images", "landmarks", "occ", "intensity", "expr")
+MODEL_FILE = "model.pt"  # the model inside a `fewshot adapt` output folder
 
 
 def versions() -> dict[str, str]:
@@ -72,12 +73,13 @@ def save_checkpoint(path: str | Path, model: AUModel, meta: dict | None = None, 
         if missing:
             raise ValueError(f"validation buffer lacks {missing}")
         blob["validation"] = {k: torch.from_numpy(np.ascontiguousarray(validation[k])) for k in REPLAY_KEYS}
+    # torch.save names the zip's root folder after the file it writes to (here a random temp name);
+    # into a buffer it uses a fixed root, so the same model and meta always give the same bytes
+    buf = io.BytesIO()
+    torch.save(blob, buf)
     p = Path(path)
     with atomic_path(p) as tmp:
-        torch.save(blob, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a model file is shared data, not a private temp file
+        tmp.write_bytes(buf.getbuffer())
     return p
 
 
@@ -98,6 +100,10 @@ def _plain(x):
 
 def _read(path: str | Path) -> dict:
     p = Path(path)
+    if p.is_dir():  # a `fewshot adapt` output folder
+        if not (p / MODEL_FILE).is_file():
+            raise CheckpointError(f"{p}: is a folder without {MODEL_FILE}; pass a model file or a `fewshot adapt` output folder")
+        p = p / MODEL_FILE
     if not p.is_file():
         raise CheckpointError(f"{p}: no such model file; train one with `fewshot train-base` or pass the shipped base model")
     try:

@@ -3,8 +3,9 @@
     from au_models.predict import predict
     df = predict("model.pt", "clip.mp4")
 
-One row per face per frame (and one ``success=0`` row per frame without a face): stage 1's OpenFace
-columns (frame, face_id, timestamp, confidence, success, x_0..y_67, pose_*...), then for each AU of the
+One row per face per frame (and one ``success=0`` row per frame without a face, or per unreadable photo
+of a folder, whose ``error`` says why): stage 1's OpenFace columns (frame, face_id, timestamp,
+confidence, success, x_0..y_67, pose_*..., error), then for each AU of the
 model ``AUxx_r`` (intensity, FACS 0..5; only the model's intensity AUs), ``AUxx_c`` (occurrence 0/1 at
 ``threshold``) and ``AUxx_p`` (probability of occurrence), then ``expr_<name>`` probabilities for the
 8 expressions and ``expression`` (the most probable). AU columns are NaN on failed rows.
@@ -94,7 +95,7 @@ def predict(
 
     pred = Predictor(model, threshold)
     analyzer = analyzer or Analyzer(backend=backend, faces=faces, embed=False)  # type: ignore[arg-type]
-    src = FrameSource(input)
+    src = FrameSource(input, keep_unreadable=True)
     show = (src.kind != "image") if progress is None else progress
     rows: list[dict] = []
     parts: list[pd.DataFrame] = []
@@ -119,6 +120,10 @@ def predict(
     prev = None
     n_faces = 0
     for frame in it:
+        if frame.error:  # a corrupt photo of a folder: a success=0 row saying why
+            rows.append(_failed_row(frame))
+            prev = None
+            continue
         found = analyzer.analyze_frame(frame, prev)
         prev = found[0] if found else None
         if not found:

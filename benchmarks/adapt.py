@@ -1,9 +1,10 @@
 """Time and peak memory of `fewshot adapt` with no options (shipped example photo, shipped base
 model, default strategy), per stage.
 
-    python benchmarks/adapt.py [--strategy S] [--repeat N]
+    python benchmarks/adapt.py [--strategy S] [--repeat N] [--write-results]
 
 Peak memory is the process's peak resident set size after each stage (it only grows).
+``--write-results`` replaces the ``adapt`` section of docs/results.md with the table it prints.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--strategy", default=None)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--write-results", action="store_true", help="replace the 'adapt' section of docs/results.md")
     a = ap.parse_args()
     t_import = time.perf_counter()
-    from fewshot.adapt import AdaptConfig, adapt_person
+    from fewshot.adaptation import AdaptConfig, StrategyConfig, adapt_person
     from fewshot.data import example_photo
 
     t_import = time.perf_counter() - t_import
-    cfg = AdaptConfig() if a.strategy is None else AdaptConfig(strategy=a.strategy)
-    print(f"{platform.machine()}, {os.cpu_count()} cores; strategy {cfg.strategy}; imports {t_import:.1f} s")
+    cfg = AdaptConfig() if a.strategy is None else AdaptConfig(strategy=StrategyConfig(name=a.strategy))
+    print(f"{platform.machine()}, {os.cpu_count()} cores; strategy {cfg.strategy.name}; imports {t_import:.1f} s")
+    runs = []
     for r in range(a.repeat):
         with tempfile.TemporaryDirectory() as d:
             t = time.perf_counter()
@@ -34,8 +37,20 @@ def main() -> None:
             total = time.perf_counter() - t
         print(f"run {r + 1}: {total:.1f} s in adapt_person (+ {t_import:.1f} s imports)")
         print(f"  {'stage':16s} {'seconds':>8s} {'peak RSS MB':>12s}")
-        for s in res.report["stages"]:
+        for s in res.report.stages:
             print(f"  {s['stage']:16s} {s['seconds']:8.2f} {s['peak_rss_mb']:12.0f}")
+        runs.append((total, res.report.stages))
+    if a.write_results:
+        from experiments.results_doc import invocation, markdown_table, update_section
+
+        stages = [s["stage"] for s in runs[0][1]]
+        headers = ["stage"] + [f"run {r + 1}: s" for r in range(len(runs))] + ["peak RSS MB"]
+        rows = [[name] + [f"{dict((s['stage'], s['seconds']) for s in st)[name]:.2f}" for _, st in runs]
+                + [f"{max(s['peak_rss_mb'] for _, st in runs for s in st if s['stage'] == name):.0f}"] for name in stages]
+        rows.append(["**adapt_person, all stages**"] + [f"**{total:.1f}**" for total, _ in runs] + ["-"])
+        note = (f"`fewshot adapt` with no options (shipped example photo and base model, strategy `{cfg.strategy.name}`), "
+                f"timed inside `adapt_person` (imports, {t_import:.1f} s here, not included).")
+        update_section("adapt", note + "\n\n" + markdown_table(headers, rows), command=invocation())
 
 
 if __name__ == "__main__":

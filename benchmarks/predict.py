@@ -1,11 +1,12 @@
 """AU-model speed: aligned faces per second per backbone, and end-to-end frames per second on a clip.
 
-    python benchmarks/predict.py [--threads 2] [--crop 112] [--clip PATH] [--no-clip] [--model base.pt]
+    python benchmarks/predict.py [--threads 2] [--crop 112] [--clip PATH] [--no-clip] [--model base.pt] [--write-results]
 
 Aligned faces/s: random-init models (speed does not depend on the weights) in eval mode with conv+BN
 folded (as ``predict`` runs them), batches of ``--batch`` 112 px crops, ``torch.set_num_threads``.
 End to end: ``predict()`` on the Pexels clip: decode + stage-1 face analysis (dlib, tracking, no
-embedding) + alignment + the model in batches of 64 faces.
+embedding) + alignment + the model in batches of 64 faces. ``--write-results`` replaces the
+``predict`` section of docs/results.md with the table it prints.
 """
 
 from __future__ import annotations
@@ -65,15 +66,25 @@ def main() -> None:
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     ap.add_argument("--no-clip", action="store_true", help="skip the end-to-end run")
     ap.add_argument("--model", type=Path, default=None, help="checkpoint for the end-to-end run (default: random compact)")
+    ap.add_argument("--write-results", action="store_true", help="replace the 'predict' section of docs/results.md")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, torch threads {a.threads}, torch {torch.__version__}")
     print(f"{'backbone':10s} {'aligned faces/s':>16s}  (batch {a.batch}, {a.crop} px)")
+    rows = []
     for name in a.backbones.split(","):
-        print(f"{name:10s} {faces_per_second(name, a.crop, a.batch):16.0f}", flush=True)
+        fps = faces_per_second(name, a.crop, a.batch)
+        print(f"{name:10s} {fps:16.0f}", flush=True)
+        rows.append([f"`{name}`, aligned {a.crop} px faces, batch {a.batch}, conv+BN folded", f"{fps:.0f} faces/s"])
     if not a.no_clip and a.clip.is_file():
         fps, ok = end_to_end(a.model, a.clip)
         print(f"end to end, predict() on {a.clip.name} (decode + dlib tracking + align + batched model): {fps:.1f} frames/s, face in {ok} frames")
+        rows.append([f"end to end, `predict()` on {a.clip.name} (decode + dlib tracking + align + model)", f"{fps:.1f} frames/s, face in {ok} frames"])
+    if a.write_results:
+        from experiments.results_doc import invocation, markdown_table, update_section
+
+        update_section("predict", markdown_table(["measure", "result"], rows) + f"\n\ntorch {torch.__version__}, {a.threads} threads.",
+                       command=invocation())
 
 
 if __name__ == "__main__":

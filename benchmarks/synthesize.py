@@ -1,10 +1,11 @@
 """Synthesis speed of the default 'warp' generator, one process, on the shipped example photo.
 
-    python benchmarks/synthesize.py [--n 400] [--size 256] [--photo PATH]
+    python benchmarks/synthesize.py [--n 400] [--size 256] [--photo PATH] [--write-results]
 
 Prints images/s for: rendering only (``generate``), rendering with every row carrying semantic AU
 appearance, and the full ``synthesize`` path into HDF5 (gzip level 1, lzf and uncompressed). The
-profile fit and the grid design are done once, outside the timings.
+profile fit and the grid design are done once, outside the timings. ``--write-results`` replaces
+the ``synthesize`` section of docs/results.md with the table it prints.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--photo", type=Path, default=example_photo())
+    ap.add_argument("--write-results", action="store_true", help="replace the 'synthesize' section of docs/results.md")
     a = ap.parse_args()
     image = read_image(a.photo)
     profile = fit_profile(image)
@@ -38,13 +40,16 @@ def main() -> None:
     t = time.perf_counter()
     gen.render(profile, grid, size=a.size)
     dt = time.perf_counter() - t
-    print(f"generate (grid as designed, {int((grid.filter(like='sem_').sum(axis=1) > 0).sum())} rows with semantic appearance): {a.n / dt:7.1f} images/s")
+    n_sem = int((grid.filter(like='sem_').sum(axis=1) > 0).sum())
+    print(f"generate (grid as designed, {n_sem} rows with semantic appearance): {a.n / dt:7.1f} images/s")
+    rows = [[f"`generate`, balanced grid as designed ({n_sem} of {a.n} rows with semantic appearance)", f"{a.n / dt:.1f}", "-"]]
     full = grid.copy()
     full["sem_AU06"], full["sem_AU17"] = 0.6, 0.6
     t = time.perf_counter()
     gen.render(profile, full, size=a.size)
     dt = time.perf_counter() - t
     print(f"generate (every row with AU6 + AU17 appearance):           {a.n / dt:7.1f} images/s")
+    rows.append(["`generate`, every row with AU6 + AU17 appearance", f"{a.n / dt:.1f}", "-"])
     for comp in ("gzip", "lzf", "none"):
         with tempfile.TemporaryDirectory() as d:
             out = Path(d) / "p.h5"
@@ -52,6 +57,13 @@ def main() -> None:
             synthesize(profile, grid, out, size=a.size, chunk=64, compression=comp, progress=False, contact_sheet=False)
             dt = time.perf_counter() - t
             print(f"synthesize -> HDF5 ({comp:4s}):                              {a.n / dt:7.1f} images/s, {out.stat().st_size / a.n / 1e3:.0f} kB/image")
+            rows.append([f"`synthesize` into HDF5, {comp}" + (" (level 1, default)" if comp == "gzip" else ""), f"{a.n / dt:.1f}",
+                         f"{out.stat().st_size / a.n / 1e3:.0f}"])
+    if a.write_results:
+        from experiments.results_doc import invocation, markdown_table, update_section
+
+        note = f"{a.n} samples of `{a.photo.name}` at {a.size}x{a.size}, one process, `warp` generator."
+        update_section("synthesize", note + "\n\n" + markdown_table(["path", "images/s", "kB/image"], rows), command=invocation())
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ Result columns (one row per AU of the data set's protocol that the model predict
 (cell_id, dataset, fold, subject, k, generator, strategy, plasticity, seed), ``au``, on the subject:
 ``n, n_pos, f1, auc, tp, fp, fn, tn`` (adapted) and ``f1_base, auc_base, tp_base...`` (generic); on the
 other subjects the same with ``_other`` (``f1_other``, ``f1_other_base``...); ``references`` (the
-chosen frames as 'sequence:frame'), ``n_references``, timings ``seconds_adapt``, ``seconds_total``,
+chosen frames as 'sequence:frame'), ``n_references``, ``rendered_by`` (the generator that rendered the
+person's set, 'none' without synthesis), ``synthetic_rows`` and ``synthetic_sha1`` (of the rendered
+images: tells two cells' synthetic sets apart), timings ``seconds_adapt``, ``seconds_total``,
 ``started_at`` (UTC), and versions ``v_fewshot, v_torch, v_numpy, v_python``.
 """
 
@@ -67,6 +69,9 @@ from fewshot.errors import ConfigError
 from fewshot.pose import estimate_pose
 from fewshot.registry import Registry
 from fewshot.selection import expression_residual
+from generators.render import GENERATORS
+
+GENERATOR_FILE_OPTIONS = ("appearance", "refiner")  # synthesis options a generator may or may not take
 
 PROTOCOL_DEFAULTS: dict[str, Any] = {
     "reference": "neutral",  # neutral | first | given
@@ -197,10 +202,15 @@ def adapt_config(cell: dict, threads: int = 1) -> AdaptConfig:
     """The :class:`AdaptConfig` of a cell: its ``adapt`` mapping, then the grid axes (strategy,
     plasticity (1 for the baselines, which have none), seed, generator) and the runner's threads."""
     plasticity = 1.0 if cell.get("plasticity") is None else float(cell["plasticity"])
-    return AdaptConfig.from_dict(cell.get("adapt") or {}, "adapt").override({
+    config = AdaptConfig.from_dict(cell.get("adapt") or {}, "adapt").override({
         "strategy.name": cell["strategy"], "strategy.plasticity": plasticity, "seed": int(cell["seed"]),
         "synthesis.generator": cell["generator"], "loop.threads": threads, "analysis.reference_frames": int(cell["k"]),
     })
+    # one `adapt.synthesis` serves every generator of the grid: each cell keeps the file options its
+    # generator takes (warp+refiner its --refiner, warp none), and 'none' renders nothing at all
+    taken = GENERATORS.get(cell["generator"]).options if config.synthesizes else ()
+    unused = [k for k in GENERATOR_FILE_OPTIONS if k not in taken] + ([] if config.synthesizes else ["motion"])
+    return config.override({f"synthesis.{k}": None for k in unused})
 
 
 # -- the cell --------------------------------------------------------------------------------------
@@ -303,6 +313,9 @@ def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
         df.insert(i, c, val)
     df.insert(0, "cell_id", cell_id(cell))
     df["references"] = ref_names
+    df["rendered_by"] = person.generator  # what really rendered the person's set ('none': no synthesis)
+    df["synthetic_rows"] = 0 if person.images is None else len(person.images)
+    df["synthetic_sha1"] = "" if person.images is None else hashlib.sha1(np.ascontiguousarray(person.images).tobytes()).hexdigest()
     df["n_references"] = len(refs)
     df["n_other_subjects"] = len(others)
     df["seconds_adapt"] = seconds_adapt

@@ -22,6 +22,7 @@ import pandas as pd
 
 CONFIG = ["dataset", "k", "generator", "strategy", "plasticity"]
 UNIT = ["fold", "subject", "seed"]
+RESULT_COLUMNS = [*CONFIG, *UNIT, "cell_id", "au", "f1", "f1_base", "f1_other", "f1_other_base", "tp", "fp", "fn", "tp_base", "fp_base", "fn_base"]
 SHOWN_AUS = ("AU06", "AU17")  # appearance-driven AUs the synthesis conditions explicitly: always in the per-AU table
 
 
@@ -34,7 +35,15 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
         p = p / "results.parquet"
     if not p.is_file():
         raise InputError(f"{p}: no results table; run `fewshot experiment run CONFIG` first")
-    df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    try:
+        df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    except Exception as e:  # noqa: BLE001 - not parquet, not CSV, truncated...: all mean "not a results table"
+        raise InputError(f"{p}: not a readable results table ({type(e).__name__}); pass the results.parquet or results.csv "
+                         "of `fewshot experiment run`, or its run folder") from None  # fmt: skip
+    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{p}: not a results table of `fewshot experiment run` (no {', '.join(missing[:4])}{'...' if len(missing) > 4 else ''} "
+                         "column); pass its results.parquet or run folder")  # fmt: skip
     if not len(df):
         raise InputError(f"{p}: the results table is empty (no finished cell)")
     return df

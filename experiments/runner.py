@@ -24,12 +24,13 @@ Config (YAML; every key but ``datasets`` optional)::
       checkpoint: null             # a model path; may contain {dataset} and {fold}; null = train one per fold
       train: {backbone: compact, epochs: 20, crop_size: 112, seed: 0, ...}   # experiments.train.train_base options
     protocol: {...}                # experiments.protocol.PROTOCOL_DEFAULTS
-    adapt: {epochs: 5, ...}        # adaptation settings (fewshot.adapt.AdaptConfig fields pass through)
+    adapt: {loop: {epochs: 5}}     # fewshot.adaptation.AdaptConfig sections (unknown keys are errors)
     threads: 1                     # torch threads per cell
 
 Grid: datasets x folds x subjects x k x strategies x generators x plasticity x seeds, where the
-baselines (generic, calibration, finetune_real) take no generator and no plasticity, and the
-deterministic ones (generic, calibration) run with the first seed only. A cell's id hashes its whole
+baseline strategies (``Strategy.baseline``: generic, calibration, finetune_real) take no generator and
+no plasticity, and the deterministic ones (``Strategy.deterministic``: generic, calibration) run with
+the first seed only. A cell's id hashes its whole
 configuration (:func:`experiments.protocol.cell_id`), so a changed setting gives new cells and an
 unchanged one is found again.
 
@@ -37,28 +38,36 @@ Run folder: ``config.yaml`` (the config as run), ``cells.csv`` (id and config of
 ``prepared/`` (frame indexes), ``cache/`` (aligned faces), ``base/`` (base models trained per fold),
 ``cells/<cell_id>.parquet`` (each finished cell, written atomically: temp file + rename),
 ``errors/<cell_id>.txt`` (a failed cell's traceback), ``run_log.jsonl`` (one JSON line per event:
-start / done / skip / fail) and ``results.parquet`` + ``results.csv`` (every finished cell of the grid,
-one row per cell per AU). A re-run skips cells whose file exists, so an interrupted run (even by
-kill -9) continues where it stopped.
+start / done / skip / unreadable / fail) and ``results.parquet`` + ``results.csv`` (every finished cell
+of the grid, one row per cell per AU). A re-run skips cells whose file exists and reads back (an
+unreadable one is run again), so an interrupted run (even by kill -9) continues where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
-from fewshot.errors import ConfigError
+from fewshot.errors import ConfigError, Interrupted
 
-from .protocol import ADAPT_DEFAULTS, BASELINES, CELL_KINDS, DETERMINISTIC, NO_SYNTHESIS, PROTOCOL_DEFAULTS, cell_id
+from fewshot.adaptation import STRATEGIES, AdaptConfig
+from fewshot.adaptation.config import NO_SYNTHESIS, flatten
+from generators.render import GENERATORS
+
+from .protocol import CELL_KINDS, PROTOCOL_DEFAULTS, cell_id
+
+# set by the grid's axes (strategies, plasticity, seeds, generators) and the runner: not in `adapt:`
+AXIS_KEYS = ("strategy.name", "strategy.plasticity", "seed", "synthesis.generator", "loop.threads", "analysis.reference_frames")
 
 TOP_KEYS = {"name", "out", "cell", "datasets", "k", "generators", "strategies", "plasticity", "seeds", "base", "protocol", "adapt", "threads"}
 DATASET_KEYS = {"name", "root", "options", "folds", "subjects"}
@@ -94,6 +103,7 @@ class ExperimentConfig:
     adapt: dict
     threads: int = 1
     source: dict = field(default_factory=dict, compare=False)
+    file: str = field(default="", compare=False)  # the YAML it was read from (named by every ConfigError)
 
 
 @dataclass
@@ -120,6 +130,17 @@ class RunSummary:
 
 
 # -- config ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _in_file(path: str) -> Iterator[None]:
+    """Prefix a ConfigError raised in the block with the config file it concerns (once)."""
+    try:
+        yield
+    except ConfigError as e:
+        if not path or str(e).startswith(f"{path}:"):
+            raise
+        raise ConfigError(f"{path}: {e}") from None
+
+
 def _as_list(value, field_name: str, kind: type | tuple = (str,)) -> list:
     vals = value if isinstance(value, list) else [value]
     for v in vals:
@@ -188,7 +209,7 @@ def parse_config(raw: dict, source: str = "config") -> ExperimentConfig:
         generators=[str(g) for g in _as_list(raw.get("generators", [NO_SYNTHESIS]), "generators")],
         strategies=[str(s) for s in _as_list(raw.get("strategies", ["generic"]), "strategies")],
         plasticity=plasticity, seeds=_as_list(raw.get("seeds", [0]), "seeds", int), base=base, protocol=protocol,
-        adapt={**ADAPT_DEFAULTS, **_mapping(raw.get("adapt"), "adapt")}, threads=int(raw.get("threads", 1)), source=dict(raw),
+        adapt=_adapt_section(raw.get("adapt")), threads=int(raw.get("threads", 1)), source=dict(raw),
     )  # fmt: skip
 
 
@@ -201,33 +222,33 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         raise ConfigError(f"{p}: no such config file")
     try:
         raw = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file; pass an experiment YAML (examples: experiments/configs/)") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return parse_config(raw, str(p))
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML{where} ({what}); fix it there") from None
+    with _in_file(str(p)):
+        return replace(parse_config(raw, str(p)), file=str(p))
+
+
+def _adapt_section(raw: Any) -> dict:
+    """The ``adapt:`` mapping, checked against :class:`AdaptConfig` (an unknown key is an error)."""
+    adapt = _mapping(raw, "adapt")
+    AdaptConfig.from_dict(adapt, "adapt")
+    set_by_grid = sorted(set(flatten(adapt, "adapt")) & set(AXIS_KEYS))
+    if set_by_grid:
+        raise ConfigError(f"adapt: {', '.join(set_by_grid)} are set by the grid (strategies, plasticity, seeds, generators, k, threads), not in adapt:")
+    return adapt
 
 
 def _strategy_names() -> list[str]:
-    from fewshot.strategies import STRATEGIES
-
-    return sorted(set(BASELINES) | set(STRATEGIES.names()))
+    return STRATEGIES.names()
 
 
 def _generator_names() -> list[str]:
-    try:
-        from generators.render import GENERATORS
-
-        return [NO_SYNTHESIS, *GENERATORS.names()]
-    except ImportError:  # pragma: no cover - stage 3 absent
-        return [NO_SYNTHESIS]
-
-
-def _adapt_available() -> bool:
-    try:
-        import fewshot.adapt  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
+    return [NO_SYNTHESIS, *GENERATORS.names()]
 
 
 def checkpoint_for(config: ExperimentConfig, dataset: str, fold: int, run_dir: Path) -> Path:
@@ -240,7 +261,13 @@ def checkpoint_for(config: ExperimentConfig, dataset: str, fold: int, run_dir: P
 
 def validate(config: ExperimentConfig) -> Plan:
     """Check everything a run needs before any work: cell kind, strategies, generators, data set roots,
-    folds, subjects, k and base checkpoints. Returns the expanded plan; ConfigError names the bad field."""
+    folds, subjects, k and base checkpoints. Returns the expanded plan; ConfigError names the config
+    file (when read from one) and the bad field."""
+    with _in_file(config.file):
+        return _validate(config)
+
+
+def _validate(config: ExperimentConfig) -> Plan:
     from experiments.datasets import load_dataset
     from experiments.train import fold_subjects
 
@@ -254,9 +281,6 @@ def validate(config: ExperimentConfig) -> Plan:
     for g in config.generators:
         if g not in gens:
             raise ConfigError(f"generators: unknown generator {g!r}; choose from: {', '.join(gens)}")
-    synth = [g for g in config.generators if g != NO_SYNTHESIS]
-    if synth and any(s not in BASELINES for s in config.strategies) and not _adapt_available():
-        raise ConfigError(f"generators: {', '.join(synth)} need fewshot.adapt (stage 5), which this installation lacks; use generators: [none]")
     if len(set(config.strategies)) != len(config.strategies):
         raise ConfigError(f"strategies: {config.strategies} lists a strategy twice")
     if config.threads < 1:
@@ -318,10 +342,11 @@ def expand(config: ExperimentConfig, targets: list[tuple[DatasetSpec, int, str]]
         base = _base_key(config, spec.name, fold)
         for k in config.k:
             for strategy in config.strategies:
-                baseline = strategy in BASELINES
+                kind = STRATEGIES.get(strategy)
+                baseline = kind.baseline
                 gens = [NO_SYNTHESIS] if baseline else config.generators
                 plas: list[float | None] = [None] if baseline else list(config.plasticity)
-                seeds = config.seeds[:1] if strategy in DETERMINISTIC else config.seeds
+                seeds = config.seeds[:1] if kind.deterministic else config.seeds
                 for g in gens:
                     for p in plas:
                         for seed in seeds:
@@ -434,6 +459,15 @@ def _cell_file(run_dir: Path, cid: str) -> Path:
     return run_dir / "cells" / f"{cid}.parquet"
 
 
+def _read_cell(path: Path) -> pd.DataFrame | None:
+    """A finished cell's rows; None when the file is missing or unreadable (a disk fault, a copy cut
+    short): such a cell counts as not done and is run again."""
+    try:
+        return pd.read_parquet(path)
+    except Exception:  # noqa: BLE001 - FileNotFoundError, ArrowInvalid, OSError...: all mean "not done"
+        return None
+
+
 def _finish(run_dir: Path, cid: str, df: pd.DataFrame, backend: str) -> None:
     from fewshot.io import write_table
 
@@ -538,7 +572,7 @@ def collect(run_dir: str | os.PathLike, ids: list[str] | None = None) -> pd.Data
 
     run_dir = Path(run_dir)
     files = sorted((run_dir / "cells").glob("*.parquet")) if ids is None else [_cell_file(run_dir, c) for c in ids]
-    parts = [pd.read_parquet(f) for f in files if f.is_file()]
+    parts = [df for df in map(_read_cell, files) if df is not None]
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if len(df):
         df = df.drop_duplicates(["cell_id", "au"], keep="last")
@@ -573,8 +607,6 @@ def run_experiment(
             raise ConfigError("--backend ray: the ray package is not installed; pip install -e '.[ray]'") from None
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     if run_dir is not None:
-        from dataclasses import replace
-
         cfg = replace(cfg, out=Path(run_dir))
     plan = validate(cfg)
     out = Path(cfg.out)
@@ -592,10 +624,12 @@ def run_experiment(
     prepare(plan, out, progress=progress)
     todo, skipped = [], []
     for i, cid in enumerate(plan.ids):
-        if _cell_file(out, cid).is_file():
+        if _read_cell(_cell_file(out, cid)) is not None:
             skipped.append(cid)
             _log(out, "skip", cid)
         else:
+            if _cell_file(out, cid).exists():
+                _log(out, "unreadable", cid)  # run again; its new file replaces the bad one
             todo.append(i)
     n_done = [len(skipped)]
 
@@ -605,7 +639,11 @@ def run_experiment(
             print(f"[{n_done[0]}/{len(plan.ids)}] {cid}", file=sys.stderr)
 
     runner = _run_ray if backend == "ray" else _run_local
-    ran, failed = runner(plan, todo, out, workers, tick) if todo else ([], {})
+    try:
+        ran, failed = runner(plan, todo, out, workers, tick) if todo else ([], {})
+    except KeyboardInterrupt:
+        kept = sum(_cell_file(out, c).is_file() for c in plan.ids)
+        raise Interrupted(f"{out}: {kept} of {len(plan.ids)} cells are finished and kept; run the same command again to run the rest") from None
     collect(out, plan.ids)
     return RunSummary(out, out / "results.parquet", len(plan.ids), ran, skipped, failed, time.perf_counter() - t0)
 

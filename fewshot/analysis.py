@@ -36,8 +36,8 @@ FACE_COLUMNS = (
     ["frame", "face_id", "timestamp", "confidence", "success"]
     + LANDMARK_COLUMNS
     + POSE_COLUMNS
-    + ["face_x0", "face_y0", "face_x1", "face_y1", "sharpness", "source"]
-)
+    + ["face_x0", "face_y0", "face_x1", "face_y1", "sharpness", "source", "error"]
+)  # error: why a file of a folder could not be read (success=0), else empty
 
 
 @dataclass(frozen=True)
@@ -221,10 +221,12 @@ class Analyzer:
     ) -> AnalysisResult:
         """Analyse an image, a folder of images or a video file.
 
-        Every frame gets at least one row (success=0 where no face was found). Raises NoFaceError
-        when no frame of the input holds a face and ``require_face`` is set.
+        Every frame gets at least one row (success=0 where no face was found). A corrupt photo of a
+        folder gets a success=0 row whose ``error`` says why; InputError only
+        when no photo can be read. Raises NoFaceError when no frame of the input holds a face and
+        ``require_face`` is set.
         """
-        src = FrameSource(path)
+        src = FrameSource(path, keep_unreadable=True)
         show = (src.kind != "image") if progress is None else progress
         faces: list[Face] = []
         rows: list[dict] = []
@@ -233,6 +235,11 @@ class Analyzer:
         n_frames = 0
         for frame in _progress(src, show, f"detect {Path(path).name}"):
             n_frames += 1
+            if frame.error:
+                failed.append(frame.index)
+                rows.append(_failed_row(frame))
+                prev = None
+                continue
             found = self.analyze_frame(frame, prev)
             prev = found[0] if found else None
             if not found:
@@ -263,12 +270,14 @@ def _face_row(f: Face) -> dict:
     row.update(zip(["face_x0", "face_y0", "face_x1", "face_y1"], f.bbox))
     row["sharpness"] = f.sharpness
     row["source"] = Path(f.source).name
+    row["error"] = ""
     return row
 
 
 def _failed_row(frame: Frame) -> dict:
     row = {c: np.nan for c in FACE_COLUMNS}
-    row.update(frame=frame.index, face_id=0, timestamp=frame.timestamp, confidence=0.0, success=0, sharpness=0.0, source=Path(frame.source).name)
+    row.update(frame=frame.index, face_id=0, timestamp=frame.timestamp, confidence=0.0, success=0, sharpness=0.0, source=Path(frame.source).name,
+               error=frame.error)  # fmt: skip
     return row
 
 

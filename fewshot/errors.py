@@ -44,3 +44,8 @@ class DatasetFormatError(FewshotError):
 
 class CheckpointError(FewshotError):
     """A model checkpoint is missing, corrupt or incompatible."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, re-raised by a stage that keeps partial work: the message says what was kept and how to
+    resume (the CLI prints it instead of its generic line, exit code 130)."""

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import AnalysisResult
+from .errors import ConfigError
 from .landmarks import INNER_LIPS, LEFT_BROW, LEFT_EYE, OUTER_LIPS, RIGHT_BROW, RIGHT_EYE, interocular
 from .pose import HeadPose, camera_matrix, estimate_pose, mean_face_3d, project
 
@@ -62,9 +63,16 @@ def score_frames(result: AnalysisResult, weights: dict[str, float] | None = None
     )
 
 
+def check_k(k: int, source: str = "", option: str = "-k") -> None:
+    """ConfigError unless at least one frame is asked for (call it before analysing ``source``)."""
+    if k < 1:
+        raise ConfigError(f"{source + ': ' if source else ''}{option} {k} picks no frame; pass {option} 1 or more")
+
+
 def select_frames(result: AnalysisResult, k: int = 5, min_gap: int | None = None, weights: dict[str, float] | None = None) -> pd.DataFrame:
     """The k best-scoring frames, best first, pairwise at least ``min_gap`` frames apart
     (default: half a second of video, 0 for photos)."""
+    check_k(k, result.source)
     scores = score_frames(result, weights)
     if min_gap is None:
         min_gap = int(round(0.5 * result.fps)) if result.fps > 0 else 0
@@ -85,4 +93,4 @@ def reference_faces(result: AnalysisResult, k: int = 1):
     return [by_frame[fr] for fr in best.frame]
 
 
-__all__ = ["score_frames", "select_frames", "reference_faces", "expression_residual", "estimate_pose"]
+__all__ = ["check_k", "score_frames", "select_frames", "reference_faces", "expression_residual", "estimate_pose"]

@@ -43,10 +43,10 @@ from fewshot.errors import InputError
 from fewshot.landmarks import apply_affine, interocular
 
 from . import warp as W
+from .semantic import SEMANTIC_AUS
 
 CANONICAL = 256
 N_VARIANTS = 8
-SEMANTIC_AUS = ("AU04", "AU06", "AU09", "AU10", "AU17")
 TEXTURE_POWER = 0.6
 
 # Inner mesh-point displacements at intensity E, in inter-ocular units (negative y = up); never a landmark.
@@ -244,6 +244,7 @@ def _au10(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return shade, tex
 
 
+# one procedural appearance per semantic channel of generators.semantic
 PROCEDURAL = {"AU04": _au04, "AU06": _au06, "AU09": _au09, "AU10": _au10, "AU17": _au17}
 
 
@@ -461,8 +462,8 @@ def fit_appearance_from_folders(
     from fewshot.errors import NoFaceError
     from fewshot.io import read_image
 
-    if au not in PROCEDURAL:
-        raise InputError(f"--au must be one of {', '.join(PROCEDURAL)}, not {au!r}")
+    if au not in SEMANTIC_AUS:
+        raise InputError(f"--au must be one of {', '.join(sorted(SEMANTIC_AUS))}, not {au!r}")
     pairs = pair_photos(without, with_)
     if identities is not None:
         keep = set(identities)

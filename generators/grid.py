@@ -17,14 +17,26 @@ Grid columns, one row per sample (in this order):
   channels of :mod:`generators.semantic`: the AU's movement level; for AU06 at least 0.3 x AU12's level,
   as a strong lip-corner pull bunches the cheeks too; 0 when the AU is not in the design).
 
-``df.attrs`` records the inputs (strategy, seed, AUs, pose bins, source photo, motion model) and the
-balance report (``attrs['balance']``, the records of :func:`grid_balance`); it survives parquet.
+``df.attrs`` records the inputs (strategy, seed, AUs, pose bins, motion model), the source photo
+(``source``: its path as given; ``source_fingerprint``: :func:`source_fingerprint` of its pixels;
+``source_sha1``: of its file, when it is one) and the balance report (``attrs['balance']``, the
+records of :func:`grid_balance`). Parquet keeps attrs; :func:`write_grid` writes a CSV grid's attrs
+to a sidecar JSON that ``generators.store.read_grid`` reads back.
+
+Consumers read a table through :class:`Grid` (``Grid.from_table(df)``, validated once): typed arrays
+of the targets, poses, AU intensities and semantic levels, by AU name, never by column position.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, replace
 from itertools import product
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -32,12 +44,14 @@ import pandas as pd
 
 from fewshot.crop import warp_crop
 from fewshot.errors import ConfigError
-from fewshot.landmarks import N_POINTS
+from fewshot.io import atomic_path, write_table
+from fewshot.landmarks import N_POINTS, interocular
 from fewshot.registry import Registry
 
-from .aus import EXCLUSIVE, intensity_level, intensity_to_letter, parse_aus
+from .aus import AU_CODES, AU_VOCABULARY, EXCLUSIVE, MAX_INTENSITY, au_code, intensity_level, intensity_to_letter, parse_aus
 from .profile import PersonProfile
 from .semantic import SEMANTIC_AUS
+from .sheet import au_caption, sheet_indices, tile_sheet
 
 # DISFA's 8 evaluated AUs: the default design.
 DEFAULT_AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")
@@ -47,7 +61,241 @@ DEFAULT_POSE_BINS = tuple((float(y), float(p), 0.0) for y in DEFAULT_YAWS for p 
 
 TX = [f"tx_{i}" for i in range(N_POINTS)]
 TY = [f"ty_{i}" for i in range(N_POINTS)]
-SEM_COLUMNS = [f"sem_{a}" for a in SEMANTIC_AUS]
+POSE_COLUMNS = ["yaw", "pitch", "roll"]
+SEM_PREFIX = "sem_"
+SEM_COLUMNS = [f"{SEM_PREFIX}{a}" for a in SEMANTIC_AUS]
+AU_COLUMN = re.compile(r"AU\d\d")
+_AU_LIKE = re.compile(r"(?i)au\d.*")  # what a reader might mean as an AU column, spelt as the generator reads it or not
+MAKE_GRID = "make it with 'fewshot design' (generators.design_grid)"
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """A grid table unpacked once into typed arrays, N rows (see the module docstring for the columns).
+
+    Build it with :meth:`Grid.from_table` (which validates) and write it with :meth:`to_table`; parquet
+    or CSV tables with the OpenFace-like column names stay the on-disk format.
+
+    sample_ids, seeds: (N,) int64 (seed: the seed step 3 renders the row with).
+    pose: (N, 3) float, absolute head pose yaw, pitch, roll in degrees.
+    aus: the AU codes of the intensity columns, table order; intensities: (N, len(aus)) FACS 0..5.
+    targets: (N, 68, 2) float target landmarks, px in the source photo's frame.
+    semantic_aus: the AU codes of the ``sem_*`` columns, table order; semantic: (N, len(semantic_aus))
+        appearance levels 0..1.
+    pose_bins, expressions: (N,) str, or None when the table has no such column.
+    attrs: what the design recorded (strategy, seed, ``source`` photo, ``source_fingerprint``, ...).
+    """
+
+    sample_ids: np.ndarray
+    seeds: np.ndarray
+    pose: np.ndarray
+    aus: tuple[str, ...]
+    intensities: np.ndarray
+    targets: np.ndarray
+    semantic_aus: tuple[str, ...]
+    semantic: np.ndarray
+    pose_bins: np.ndarray | None = None
+    expressions: np.ndarray | None = None
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, rows) -> Grid:
+        """The grid of some rows (a slice, or an index / boolean array); attrs are kept."""
+        if isinstance(rows, (int, np.integer)):
+            rows = slice(int(rows), int(rows) + 1 or None)
+        pick = (lambda a: None if a is None else a[rows])
+        return replace(self, sample_ids=self.sample_ids[rows], seeds=self.seeds[rows], pose=self.pose[rows],
+                       intensities=self.intensities[rows], targets=self.targets[rows], semantic=self.semantic[rows],
+                       pose_bins=pick(self.pose_bins), expressions=pick(self.expressions))
+
+    @property
+    def source(self) -> str:
+        """The photo (or clip) the grid was designed on, as given to :func:`design_grid` ('' if unrecorded)."""
+        return str(self.attrs.get("source") or "")
+
+    @property
+    def source_fingerprint(self) -> str:
+        """:func:`source_fingerprint` of the design's photo ('' if unrecorded)."""
+        return str(self.attrs.get("source_fingerprint") or "")
+
+    def au_matrix(self, aus: Sequence[str]) -> np.ndarray:
+        """(N, len(aus)) FACS intensities of ``aus`` in that order; 0 for an AU the grid does not design."""
+        out = np.zeros((len(self), len(aus)))
+        for j, a in enumerate(aus):
+            if a in self.aus:
+                out[:, j] = self.intensities[:, self.aus.index(a)]
+        return out
+
+    def row_aus(self, i: int) -> dict[str, float]:
+        """{AU: FACS intensity} of the AUs on in row ``i`` (table order)."""
+        return {a: float(v) for a, v in zip(self.aus, self.intensities[i]) if v > 0}
+
+    def row_semantic(self, i: int) -> dict[str, float]:
+        """{AU: appearance level 0..1} of the semantic channels on in row ``i`` (table order)."""
+        return {a: float(v) for a, v in zip(self.semantic_aus, self.semantic[i]) if v > 0}
+
+    def to_table(self) -> pd.DataFrame:
+        """The grid as its table: sample_id, seed, yaw, pitch, roll, [pose_bin], AUxx..., [expression],
+        tx_0..tx_67, ty_0..ty_67, sem_AUxx...; ``attrs`` copied. ``Grid.from_table(t).to_table()`` equals
+        a table made by :func:`design_grid` (other tables come back in this column order)."""
+        head = {"sample_id": self.sample_ids, "seed": self.seeds,
+                "yaw": self.pose[:, 0], "pitch": self.pose[:, 1], "roll": self.pose[:, 2]}
+        if self.pose_bins is not None:
+            head["pose_bin"] = self.pose_bins
+        parts = [pd.DataFrame(head), pd.DataFrame(self.intensities, columns=list(self.aus))]
+        if self.expressions is not None:
+            parts.append(pd.DataFrame({"expression": self.expressions}))
+        parts += [pd.DataFrame(np.concatenate([self.targets[..., 0], self.targets[..., 1]], axis=1), columns=TX + TY),
+                  pd.DataFrame(self.semantic, columns=[f"{SEM_PREFIX}{a}" for a in self.semantic_aus])]
+        df = pd.concat(parts, axis=1)
+        df.attrs.update(copy.deepcopy(dict(self.attrs)))
+        return df
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, path: str | Path | None = None) -> Grid:
+        """Check and unpack a grid table (``path``: the file it came from, named in errors).
+
+        ConfigError, naming the grid and the remedy, for: missing target (``tx_*``, ``ty_*``) or pose
+        columns; non-finite targets or poses; an AU-like column the generator would not read (``AU6``,
+        ``AU12_r``, an AU outside the vocabulary, ``sem_`` of an AU without semantic appearance); an AU
+        the design lists (``attrs['aus']``) without its column; intensities outside 0..5 or levels
+        outside 0..1."""
+        where = f"{path}: " if path else "grid: "
+        cols = [str(c) for c in table.columns]
+        missing = [c for c in TX + TY + POSE_COLUMNS if c not in cols]
+        if missing:
+            raise ConfigError(f"{where}lacks column(s) {', '.join(missing[:4])}{'...' if len(missing) > 4 else ''}; {MAKE_GRID}")
+        aus, sem_aus = [], []
+        for c in cols:
+            if c.startswith(SEM_PREFIX):
+                a = c[len(SEM_PREFIX):]
+                if a not in SEMANTIC_AUS:
+                    raise ConfigError(f"{where}column {c!r} is not a semantic channel (the generator would ignore it); "
+                                      f"semantic columns are {', '.join(SEM_COLUMNS)}")
+                sem_aus.append(a)
+            elif _AU_LIKE.fullmatch(c):
+                if not AU_COLUMN.fullmatch(c) or c not in AU_VOCABULARY:
+                    try:
+                        hint = f"rename it {au_code(c)!r}"
+                    except ConfigError:
+                        hint = f"known AUs: {', '.join(AU_CODES)}"
+                    raise ConfigError(f"{where}column {c!r} is not an AU column the generator reads (it would be dropped); {hint}")
+                aus.append(c)
+        listed = [str(a) for a in (table.attrs.get("aus") or [])]
+        absent = [a for a in listed if a not in aus]
+        if absent:
+            raise ConfigError(f"{where}lacks the column(s) {', '.join(absent)} of AUs its design lists (attrs['aus']); "
+                              f"restore them or {MAKE_GRID}")
+        targets = np.stack([_numbers(table, TX, where), _numbers(table, TY, where)], -1)
+        if not np.isfinite(targets).all():
+            raise ConfigError(f"{where}has non-finite target landmarks (tx_*/ty_*); {MAKE_GRID}")
+        pose = _numbers(table, POSE_COLUMNS, where)
+        if not np.isfinite(pose).all():
+            raise ConfigError(f"{where}has non-finite head poses (yaw, pitch, roll); {MAKE_GRID}")
+        inten = _numbers(table, aus, where)
+        bad = [a for j, a in enumerate(aus) if not (np.isfinite(inten[:, j]).all() and inten[:, j].min(initial=0) >= 0
+                                                      and inten[:, j].max(initial=0) <= MAX_INTENSITY)]
+        if bad:
+            raise ConfigError(f"{where}AU column(s) {', '.join(bad)} outside 0..5 (FACS intensity: 0 absent, 1..5 = A..E); {MAKE_GRID}")
+        sem = _numbers(table, [f"{SEM_PREFIX}{a}" for a in sem_aus], where)
+        bad = [f"{SEM_PREFIX}{a}" for j, a in enumerate(sem_aus) if not (np.isfinite(sem[:, j]).all()
+                                                                          and sem[:, j].min(initial=0) >= 0 and sem[:, j].max(initial=0) <= 1.0)]
+        if bad:
+            raise ConfigError(f"{where}column(s) {', '.join(bad)} outside 0..1: sem_* are movement levels (generators.grid); "
+                              "map FACS 0..5 intensities with generators.aus.intensity_level")
+        n = len(table)
+        ints = {c: (_integers(table, c, where) if c in cols else np.arange(n, dtype=np.int64)) for c in ("sample_id", "seed")}
+        text = {c: (table[c].astype(str).to_numpy(str) if c in cols else None) for c in ("pose_bin", "expression")}
+        return cls(ints["sample_id"], ints["seed"], pose, tuple(aus), inten, targets, tuple(sem_aus), sem,
+                   text["pose_bin"], text["expression"], copy.deepcopy(dict(table.attrs)))
+
+
+def _numbers(table: pd.DataFrame, columns: Sequence[str], where: str) -> np.ndarray:
+    try:
+        return table[list(columns)].to_numpy(float).reshape(len(table), len(columns))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}non-numeric values in column(s) {', '.join(columns[:4])}{'...' if len(columns) > 4 else ''}; {MAKE_GRID}") from None
+
+
+def _integers(table: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    try:
+        return table[column].to_numpy(np.int64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}column {column!r} must hold whole numbers; {MAKE_GRID}") from None
+
+
+def as_grid(rows: Grid | pd.DataFrame, path: str | Path | None = None) -> Grid:
+    """``rows`` as a :class:`Grid` (a table is checked by :meth:`Grid.from_table`)."""
+    return rows if isinstance(rows, Grid) else Grid.from_table(rows, path)
+
+
+def source_fingerprint(image: np.ndarray) -> str:
+    """'sha1:<hex>' of a uint8 (H, W, 3) RGB photo's pixels and shape: every copy of the photo (any
+    path, any name) decodes to the same value, any other photo or frame to another."""
+    a = np.ascontiguousarray(image, np.uint8)
+    h = hashlib.sha1(repr(a.shape).encode())
+    h.update(a.tobytes())
+    return "sha1:" + h.hexdigest()
+
+
+def file_sha1(path: str | Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# The nose bridge and eye corners: where no AU moves a landmark much, so a grid's targets there are the
+# design photo's face re-posed (see Grid.target_offset).
+RIGID_POINTS = (27, 28, 29, 30, 36, 39, 42, 45)
+# Median target offset (inter-ocular distances) above which a grid's targets are another photo's face:
+# 0.003..0.006 on the design photo (16 AUs at intensity E included), 0.066..0.49 on 20 other London
+# photos framed the same way (the same person smiling: 0.37).
+TARGET_OFFSET_LIMIT = 0.04
+
+
+def target_offset(grid: Grid, profile: PersonProfile, rows: int = 32) -> float:
+    """How far ``grid``'s targets lie from ``profile``'s face: the median over up to ``rows`` evenly
+    spaced rows of the mean distance between the targets' :data:`RIGID_POINTS` and where ``profile``
+    puts them rigidly at the row's pose, in the profile's inter-ocular distances (see
+    :data:`TARGET_OFFSET_LIMIT`)."""
+    idx = sheet_indices(len(grid), rows)
+    pred = profile.landmarks_batch(grid.pose[idx], None)[:, list(RIGID_POINTS)]
+    err = np.linalg.norm(grid.targets[idx][:, list(RIGID_POINTS)] - pred, axis=-1).mean(axis=1)
+    return float(np.median(err) / interocular(np.asarray(profile.landmarks, float)))
+
+
+def grid_sidecar(path: str | Path) -> Path:
+    """Where a CSV grid's attrs live (CSV keeps no metadata): ``grid.csv`` -> ``grid.csv.attrs.json``."""
+    p = Path(path)
+    return p.with_name(p.name + ".attrs.json")
+
+
+def write_grid(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a grid table as parquet (attrs in its metadata) or CSV plus :func:`grid_sidecar` (the
+    attrs and the CSV's sha1, so a sidecar is used only with the CSV it was written with)."""
+    p = Path(path)
+    write_table(df, p)
+    if p.suffix != ".parquet":
+        with atomic_path(grid_sidecar(p)) as tmp:
+            tmp.write_text(json.dumps({"table_sha1": file_sha1(p), "attrs": df.attrs}, default=str))
+
+
+def read_grid_attrs(path: str | Path) -> dict:
+    """The attrs of a CSV grid from its :func:`grid_sidecar`; {} when there is none, or when it belongs
+    to another version of the CSV (edited since it was written)."""
+    p = Path(path)
+    side = grid_sidecar(p)
+    if p.suffix == ".parquet" or not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text())
+        return dict(meta["attrs"]) if meta.get("table_sha1") == file_sha1(p) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 # EMFACS prototypes (FACS intensity; AU16 is not in the vocabulary, so disgust uses 9+15+17).
 EXPRESSIONS: dict[str, dict[str, float]] = {
@@ -251,7 +499,7 @@ def design_grid(
     if n is not None and n < 1:
         raise ConfigError(f"--n must be at least 1, not {n}")
     if n is None and strategy != "factorial":
-        raise ConfigError("n=None (the full design) only makes sense with strategy 'factorial'")
+        raise ConfigError("--n 0 means the full design, which only the factorial strategy has; pass --n N or --strategy factorial")
     if "cooccurrence" in options and options["cooccurrence"] is None:
         options.pop("cooccurrence")
     if strategy == "cooccurrence" and "cooccurrence" not in options and profile.motion.cooccurrence is not None:
@@ -273,58 +521,53 @@ def design_grid(
     full[:, [profile.motion.index(a) for a in aus]] = inten
     targets = profile.landmarks_batch(angles, full)  # (n, 68, 2)
 
-    level = intensity_level(inten)
-    sem = np.zeros((n_rows, len(SEMANTIC_AUS)))
-    for j, a in enumerate(SEMANTIC_AUS):
-        if a in aus:
-            sem[:, j] = level[:, aus.index(a)]
-    if "AU12" in aus:
-        sem[:, 0] = np.maximum(sem[:, 0], 0.3 * level[:, aus.index("AU12")])
+    level = dict(zip(aus, intensity_level(inten).T))
+    none = np.zeros(n_rows)
+    sem = {a: level.get(a, none) for a in SEMANTIC_AUS}
+    if "AU12" in level:  # a strong lip-corner pull bunches the cheeks too
+        sem["AU06"] = np.maximum(sem["AU06"], 0.3 * level["AU12"])
 
     names = np.array(bin_names(bins))
-    df = pd.concat([
-        pd.DataFrame({
-            "sample_id": np.arange(n_rows), "seed": np.random.default_rng(seed_ss).integers(0, 2**31 - 1, n_rows),
-            "yaw": angles[:, 0], "pitch": angles[:, 1], "roll": angles[:, 2], "pose_bin": names[bin_idx],
-        }),
-        pd.DataFrame(inten, columns=aus),
-        pd.DataFrame({"expression": label_expressions(inten, aus)}),
-        pd.DataFrame(np.concatenate([targets[..., 0], targets[..., 1]], axis=1), columns=TX + TY),
-        pd.DataFrame(sem, columns=SEM_COLUMNS),
-    ], axis=1)
-    df.attrs.update({
-        "strategy": strategy, "seed": int(seed), "aus": list(aus), "n": int(n_rows),
-        "pose_bins": bins.tolist(), "pose_bin_names": names.tolist(), "source": profile.source,
-        "image_size": list(profile.image_size), "motion": profile.motion.source,
-        "pose_jitter": float(pose_jitter), "roll_jitter": float(roll_jitter),
-    })
-    df.attrs["balance"] = grid_balance(df).astype(object).where(lambda t: t.notna(), None).to_dict("records")
+    grid = Grid(
+        sample_ids=np.arange(n_rows), seeds=np.random.default_rng(seed_ss).integers(0, 2**31 - 1, n_rows),
+        pose=angles, aus=tuple(aus), intensities=inten, targets=targets,
+        semantic_aus=SEMANTIC_AUS, semantic=np.column_stack([sem[a] for a in SEMANTIC_AUS]),
+        pose_bins=names[bin_idx], expressions=label_expressions(inten, aus),
+        attrs={
+            "strategy": strategy, "seed": int(seed), "aus": list(aus), "n": int(n_rows),
+            "pose_bins": bins.tolist(), "pose_bin_names": names.tolist(), "source": profile.source,
+            "source_fingerprint": source_fingerprint(profile.image),
+            "source_sha1": file_sha1(profile.source) if profile.source and Path(profile.source).is_file() else "",
+            "image_size": list(profile.image_size), "motion": profile.motion.source,
+            "pose_jitter": float(pose_jitter), "roll_jitter": float(roll_jitter),
+        })
+    df = grid.to_table()
+    df.attrs["balance"] = grid_balance(grid).astype(object).where(lambda t: t.notna(), None).to_dict("records")
     return df
 
 
-def grid_aus(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if len(c) == 4 and c.startswith("AU") and c[2:].isdigit()]
-
-
-def grid_balance(df: pd.DataFrame) -> pd.DataFrame:
+def grid_balance(grid: Grid | pd.DataFrame) -> pd.DataFrame:
     """Balance report: one row per AU (``count`` = rows with it on, ``share``, counts per intensity
-    ``A..E``), per pose bin (``count``, ``share``, ``expected`` = 1 / n_bins) and per expression."""
-    n = max(len(df), 1)
+    ``A..E``), per pose bin (``count``, ``share``, ``expected`` = 1 / n_bins) and per expression
+    (the last two when the grid has those columns)."""
+    g = as_grid(grid)
+    n = max(len(g), 1)
     rows = []
-    for a in grid_aus(df):
-        v = df[a].to_numpy()
-        letters = [intensity_to_letter(x) for x in range(1, 6)]
+    letters = [intensity_to_letter(x) for x in range(1, 6)]
+    for a, v in zip(g.aus, g.intensities.T):
         k = np.clip(np.round(v), 0, 5).astype(int)
         per = np.bincount(k, minlength=6)
         rows.append({"kind": "au", "name": a, "count": int((v > 0).sum()), "share": float((v > 0).mean()),
                      "expected": np.nan, **{L: int(c) for L, c in zip(letters, per[1:])}})
-    names = df.attrs.get("pose_bin_names") or sorted(df["pose_bin"].unique())
-    counts = df["pose_bin"].value_counts()
-    for b in names:
-        c = int(counts.get(b, 0))
-        rows.append({"kind": "pose_bin", "name": b, "count": c, "share": c / n, "expected": 1.0 / len(names)})
-    for e, c in df["expression"].value_counts().sort_index().items():
-        rows.append({"kind": "expression", "name": e, "count": int(c), "share": c / n, "expected": np.nan})
+    if g.pose_bins is not None:
+        names = g.attrs.get("pose_bin_names") or sorted(np.unique(g.pose_bins))
+        counts = pd.Series(g.pose_bins).value_counts()
+        for b in names:
+            c = int(counts.get(b, 0))
+            rows.append({"kind": "pose_bin", "name": b, "count": c, "share": c / n, "expected": 1.0 / len(names)})
+    if g.expressions is not None:
+        for e, c in pd.Series(g.expressions).value_counts().sort_index().items():
+            rows.append({"kind": "expression", "name": e, "count": int(c), "share": c / n, "expected": np.nan})
     out = pd.DataFrame(rows, columns=["kind", "name", "count", "share", "expected", "A", "B", "C", "D", "E"])
     for L in "ABCDE":
         out[L] = out[L].astype("Int64")
@@ -338,14 +581,15 @@ _CURVES = [(np.arange(0, 17), False), (np.arange(17, 22), False), (np.arange(22,
            (np.arange(60, 68), True)]
 
 
-def contact_sheet(profile: PersonProfile, df: pd.DataFrame, n: int = 16, tile: int = 256) -> np.ndarray:
-    """uint8 RGB sheet: up to ``n`` evenly spaced rows of the grid, their target landmarks drawn over
-    the person's photo (one shared crop around the face), each tile labelled with pose and AUs."""
-    if len(df) == 0:
+def contact_sheet(profile: PersonProfile, grid: Grid | pd.DataFrame, n: int = 16, tile: int = 256) -> np.ndarray:
+    """uint8 RGB landmark sheet (:func:`generators.sheet.tile_sheet`): up to ``n`` evenly spaced rows
+    of the grid, their target landmarks drawn over the person's photo (one shared crop around the
+    face, dimmed), each captioned with sample id, pose (degrees) and the AUs on (FACS letters)."""
+    g = as_grid(grid)
+    if len(g) == 0:
         raise ConfigError("the grid is empty; nothing to draw")
-    idx = np.unique(np.linspace(0, len(df) - 1, min(n, len(df))).round().astype(int))
-    sub = df.iloc[idx]
-    pts = np.stack([sub[TX].to_numpy(), sub[TY].to_numpy()], axis=-1)  # (m, 68, 2)
+    sub = g[sheet_indices(len(g), n)]
+    pts = sub.targets  # (m, 68, 2)
     allp = np.concatenate([pts.reshape(-1, 2), profile.landmarks])
     lo, hi = np.nanmin(allp, 0), np.nanmax(allp, 0)
     c, half = (lo + hi) / 2, 0.62 * float((hi - lo).max())
@@ -354,20 +598,14 @@ def contact_sheet(profile: PersonProfile, df: pd.DataFrame, n: int = 16, tile: i
     M = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]])
     base = warp_crop(profile.image, M, tile, cv2.BORDER_CONSTANT)
     base = (base * 0.6).astype(np.uint8)  # dim the photo so the targets stand out
-    aus = grid_aus(df)
-    cols = int(np.ceil(np.sqrt(len(sub))))
-    rows_n = int(np.ceil(len(sub) / cols))
-    sheet = np.zeros((rows_n * tile, cols * tile, 3), np.uint8)
     tiles_px = np.round((pts * s + M[:, 2]) * 16).astype(np.int32)
-    for t, (_, row) in enumerate(sub.iterrows()):
+    tiles, captions = [], []
+    for t in range(len(sub)):
         im = base.copy()
         curves = [tiles_px[t, ids] for ids, _ in _CURVES]
         cv2.polylines(im, [cv for cv, (_, closed) in zip(curves, _CURVES) if not closed], False, (0, 255, 0), 1, cv2.LINE_AA, shift=4)
         cv2.polylines(im, [cv for cv, (_, closed) in zip(curves, _CURVES) if closed], True, (0, 255, 0), 1, cv2.LINE_AA, shift=4)
-        on = " ".join(f"{a[2:].lstrip('0')}{intensity_to_letter(row[a])}" for a in aus if row[a] > 0)
-        cv2.putText(im, f"#{row['sample_id']} y{row['yaw']:+.0f} p{row['pitch']:+.0f} r{row['roll']:+.0f}", (4, 14),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
-        cv2.putText(im, on or "neutral", (4, tile - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
-        r, q = divmod(t, cols)
-        sheet[r * tile:(r + 1) * tile, q * tile:(q + 1) * tile] = im
-    return sheet
+        tiles.append(im)
+        yaw, pitch, roll = sub.pose[t]
+        captions.append(f"#{sub.sample_ids[t]} y{yaw:+.0f} p{pitch:+.0f} r{roll:+.0f}\n{au_caption(sub.row_aus(t))}")
+    return tile_sheet(np.stack(tiles), captions, cols=int(np.ceil(np.sqrt(len(sub)))))

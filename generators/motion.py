@@ -184,8 +184,9 @@ def load_motion_model(path: str | Path) -> MotionModel:
             cooc = np.asarray(d["cooccurrence"], float) if "cooccurrence" in d.files else None
             meta = {k[5:]: d[k] for k in d.files if k.startswith("meta_")}
             source = str(d["source"]) if "source" in d.files else str(p)
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"{p}: not a motion model .npz ({e}); write one with `fewshot fit-motion`") from None
+    except Exception as e:  # noqa: BLE001 - not an npz, pickled data, a zip without our arrays...: numpy's advice (allow_pickle) would mislead
+        raise InputError(f"{p}: not a motion model .npz from `fewshot fit-motion` ({type(e).__name__}); write one with `fewshot fit-motion` "
+                         "or omit --motion") from None  # fmt: skip
     if fields.shape != (len(aus), N_POINTS, 3):
         raise InputError(f"{p}: fields have shape {fields.shape}, expected ({len(aus)}, 68, 3)")
     return MotionModel(aus, fields, source, cooc, meta)

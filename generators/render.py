@@ -7,9 +7,9 @@
     batch.images                                       # (N, 256, 256, 3) uint8 RGB aligned crops
 
 A generator turns a person profile (``.image`` uint8 RGB, ``.landmarks`` (68, 2) px, ``.pose`` HeadPose,
-optional ``.shape3d`` (68, 3) mm) and grid rows (columns ``tx_0..tx_67, ty_0..ty_67`` target landmarks
-in the source image's pixels, ``yaw, pitch, roll`` degrees, ``AU01..AU45`` FACS 0..5, ``sem_AU06``...
-appearance levels 0..1, ``seed``) into aligned crops. Generators are registered by name in :data:`GENERATORS`.
+optional ``.shape3d`` (68, 3) mm) and grid rows (a :class:`generators.grid.Grid`, or a table it is read
+from: target landmarks in the source image's pixels, yaw, pitch, roll degrees, AU intensities FACS
+0..5, semantic appearance levels 0..1, seeds) into aligned crops. Generators are registered by name in :data:`GENERATORS`.
 
 The crop is the similarity transform that puts the target's stable landmarks (eye corners, nose,
 upper jaw) on the frontal template of :mod:`generators.warp` (jaw spans 0.6 of the crop); the returned
@@ -19,7 +19,6 @@ landmarks are in crop pixels.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +34,8 @@ from fewshot.registry import Registry
 
 from . import warp as W
 from .appearance import CANONICAL, AppearanceModel, load_appearance
+from .grid import Grid, as_grid
 from .mouth import FaceColours, eye_openings, mouth_opening, paint_closed_lid, paint_mouth, sample_colours
-
-TARGET_COLUMNS = [f"tx_{i}" for i in range(68)] + [f"ty_{i}" for i in range(68)]
-AU_COLUMN = re.compile(r"^AU\d\d$")
-SEM_COLUMN = re.compile(r"^sem_(AU\d\d)$")
-
 
 @dataclass
 class GeneratedBatch:
@@ -65,51 +60,36 @@ class GeneratedBatch:
 
 
 class Generator:
-    """Interface: ``render(profile, rows, size, full_frame) -> GeneratedBatch``."""
+    """Interface: ``render(profile, rows, size, full_frame) -> GeneratedBatch``.
+
+    ``options``: the keyword options the constructor takes (files named by the user: appearance,
+    refiner...); ``required``: those it cannot do without. :func:`generator_options` checks a request
+    against them, so an option a generator would ignore is an error, not silently dropped."""
 
     name = "?"
+    options: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
 
-    def render(self, profile: Any, rows: pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
+    def render(self, profile: Any, rows: Grid | pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
         raise NotImplementedError
 
 
 GENERATORS: Registry[Generator] = Registry("generator")
 
 
-@dataclass
-class Targets:
-    """Grid rows parsed into arrays."""
-
-    landmarks: np.ndarray  # (N, 68, 2) px, source image frame
-    pose: np.ndarray  # (N, 3) yaw, pitch, roll degrees
-    aus: dict[str, np.ndarray]  # AU -> (N,) 0..5 (landmark-driven)
-    semantic: dict[str, np.ndarray]  # AU -> (N,) 0..5 (appearance)
-    seeds: np.ndarray  # (N,) int
-
-    def __len__(self) -> int:
-        return len(self.landmarks)
-
-    def row(self, i: int) -> tuple[dict[str, float], dict[str, float]]:
-        return ({k: float(v[i]) for k, v in self.aus.items() if v[i] > 0}, {k: float(v[i]) for k, v in self.semantic.items() if v[i] > 0})
-
-
-def parse_rows(rows: pd.DataFrame) -> Targets:
-    """Check and unpack the grid columns a generator needs (ConfigError naming what is missing)."""
-    missing = [c for c in TARGET_COLUMNS + ["yaw", "pitch", "roll"] if c not in rows.columns]
+def generator_options(name: str, **given: Any) -> dict[str, Any]:
+    """The constructor options of generator ``name`` from ``given`` (None = not given, dropped).
+    ConfigError for an option the generator does not take or a required one that is missing."""
+    cls = GENERATORS.get(name)
+    opts = {k: v for k, v in given.items() if v is not None}
+    extra = sorted(set(opts) - set(cls.options))
+    if extra:
+        raise ConfigError(f"generator {name!r} takes no --{', --'.join(extra)}; "
+                          f"choose a generator that uses it (`fewshot backends` lists them) or drop the option")
+    missing = [k for k in cls.required if k not in opts]
     if missing:
-        raise ConfigError(f"grid lacks column(s) {', '.join(missing[:4])}{'...' if len(missing) > 4 else ''}; make it with 'fewshot grid' (generators.design_grid)")
-    n = len(rows)
-    lm = np.stack([rows[[f"tx_{i}" for i in range(68)]].to_numpy(float), rows[[f"ty_{i}" for i in range(68)]].to_numpy(float)], -1)
-    if not np.isfinite(lm).all():
-        raise ConfigError("grid has non-finite target landmarks (tx_*/ty_*); regenerate the grid")
-    aus = {c: rows[c].to_numpy(float) for c in rows.columns if AU_COLUMN.match(c)}
-    sem = {m.group(1): rows[c].to_numpy(float) for c in rows.columns if (m := SEM_COLUMN.match(c))}
-    bad = [f"sem_{k}" for k, v in sem.items() if np.nanmax(v, initial=0) > 1.0 or np.nanmin(v, initial=0) < 0]
-    if bad:
-        raise ConfigError(f"grid column(s) {', '.join(bad)} outside 0..1: sem_* are movement levels (generators.grid); "
-                          "map FACS 0..5 intensities with generators.aus.intensity_level")
-    seeds = rows["seed"].to_numpy(np.int64) if "seed" in rows.columns else np.arange(n)
-    return Targets(lm, rows[["yaw", "pitch", "roll"]].to_numpy(float), aus, sem, seeds)
+        raise ConfigError(f"generator {name!r} needs --{', --'.join(missing)}")
+    return opts
 
 
 @dataclass
@@ -249,6 +229,7 @@ class WarpRenderer:
 @GENERATORS.register("warp", "depth-aware piecewise-affine warp + mouth/eyelid painting + semantic AU appearance (CPU, default)")
 class WarpGenerator(Generator):
     name = "warp"
+    options = ("appearance",)
 
     def __init__(self, appearance: AppearanceModel | str | None = None, full_frame_max_side: int = 1024) -> None:
         self.appearance = appearance if isinstance(appearance, AppearanceModel) else load_appearance(appearance)
@@ -263,8 +244,8 @@ class WarpGenerator(Generator):
             self._cache = {size: (profile, WarpRenderer(prepare_source(profile, size), self.appearance, self.name))}
         return self._cache[size][1]
 
-    def render(self, profile: Any, rows: pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
-        t = parse_rows(rows)
+    def render(self, profile: Any, rows: Grid | pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
+        t = as_grid(rows)
         r = self.renderer(profile, size)
         n = len(t)
         images = np.empty((n, size, size, 3), np.uint8)
@@ -279,18 +260,18 @@ class WarpGenerator(Generator):
             frames = np.empty((n, fh, fw, 3), np.uint8)
             rf = WarpRenderer(prepare_source(profile, scale=f), self.appearance, self.name)
         for i in range(n):
-            aus, sem = t.row(i)
-            M = W.crop_transform(t.landmarks[i], size)
-            images[i], lms[i], rec = r.render(t.landmarks[i], t.pose[i], aus, sem, int(t.seeds[i]), M, (size, size))
+            aus, sem = t.row_aus(i), t.row_semantic(i)
+            M = W.crop_transform(t.targets[i], size)
+            images[i], lms[i], rec = r.render(t.targets[i], t.pose[i], aus, sem, int(t.seeds[i]), M, (size, size))
             Ms[i] = M
             records.append(rec)
             if frames is not None:
                 Mf = np.array([[f, 0, 0], [0, f, 0]], float)
-                frames[i] = rf.render(t.landmarks[i], t.pose[i], aus, sem, int(t.seeds[i]), Mf, (fh, fw))[0]
+                frames[i] = rf.render(t.targets[i], t.pose[i], aus, sem, int(t.seeds[i]), Mf, (fh, fw))[0]
         return GeneratedBatch(images, lms, Ms, records, frames, self.name)
 
 
-def generate(profile: Any, grid_rows: pd.DataFrame, size: int = 256, full_frame: bool = False,
+def generate(profile: Any, grid_rows: Grid | pd.DataFrame, size: int = 256, full_frame: bool = False,
              generator: str | Generator = "warp", **options) -> GeneratedBatch:
     """Render every row of a grid for a person (see the module doc for inputs and outputs).
 

@@ -15,8 +15,12 @@ Layout (N samples, S = crop size, k semantic AUs)::
                     each was rendered (procedural / learned template), mouth interior, painted lids
     frames          (N, H, W, 3) uint8 RGB full frames (only with full_frame=True)
     done            (n_chunks,) uint8, 1 once a chunk is written and flushed
-    root attributes: source, source_sha1, grid, grid_sha1, seeds (first/last/count), size, chunk,
-                    generator, generator_options, appearance(_sha1), fewshot_version, subject, complete
+    root attributes: source, source_sha1, grid, grid_sha1, grid_source (the photo the grid was designed
+                    on), seeds (first/last/count), size, chunk, generator, generator_options,
+                    appearance(_sha1), fewshot_version, subject, complete
+
+A grid's targets are its design photo's landmarks: rendering it from another photo is refused
+(:func:`check_source`) unless asked for (``allow_other_source``, ``--allow-other-source``).
 
 A killed run leaves ``done`` marking the finished chunks; rerunning the same command skips them. A
 file made from other inputs is never silently overwritten. With gzip, each image chunk is deflated in a
@@ -38,11 +42,16 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from fewshot.errors import ConfigError, InputError
+from fewshot.errors import ConfigError, InputError, Interrupted
 
-from .render import AU_COLUMN, SEM_COLUMN, GENERATORS, parse_rows, records_json
+from .grid import TARGET_OFFSET_LIMIT, Grid, as_grid, read_grid_attrs, source_fingerprint, target_offset
+from .render import GENERATORS, records_json
+from .sheet import au_caption, sheet_indices, tile_sheet
 
 FORMAT_VERSION = 1
+SIZE_RANGE = (32, 1024)  # crop side in px: the renderer's smallest; 1024 x --chunk 1024 stays under HDF5's 4 GiB chunk limit
+CHUNK_RANGE = (1, 1024)  # samples per HDF5 chunk
+COMPRESSIONS = (None, "none", "gzip", "lzf")
 
 
 def sha1_file(path: str | Path) -> str:
@@ -61,11 +70,13 @@ def sha1_table(df: pd.DataFrame) -> str:
 def read_grid(path: str | Path) -> pd.DataFrame:
     p = Path(path)
     if not p.exists():
-        raise InputError(f"{p}: no such grid file; make one with 'fewshot grid'")
+        raise InputError(f"{p}: no such grid file; make one with 'fewshot design'")
     try:
-        return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+        table = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
     except Exception as e:
-        raise InputError(f"{p}: unreadable grid ({type(e).__name__}); expected the parquet/CSV written by 'fewshot grid'") from None
+        raise InputError(f"{p}: unreadable grid ({type(e).__name__}); expected the parquet/CSV written by 'fewshot design'") from None
+    table.attrs.update(read_grid_attrs(p))  # a CSV grid's sidecar (parquet keeps attrs itself)
+    return table
 
 
 def _open_h5(path: Path, mode: str):
@@ -75,6 +86,46 @@ def _open_h5(path: Path, mode: str):
         return h5py.File(path, mode)
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: corrupt or truncated HDF5 file ({str(e).splitlines()[0][:80]}); delete it and run synthesize again") from None
+
+
+def check_options(out: str | Path, size: int, chunk: int, compression: str | None) -> None:
+    """InputError / ConfigError (one line naming ``out``) for options a store cannot be made with;
+    called before any work, so a bad option never leaves a stub file behind."""
+    from fewshot.io import check_output_file
+
+    check_output_file(out, "--out", "person.h5")
+    for option, value, (lo, hi), unit in (("--size", size, SIZE_RANGE, " px (the aligned crop side)"), ("--chunk", chunk, CHUNK_RANGE, " samples")):
+        if not lo <= value <= hi:
+            raise ConfigError(f"{out}: {option} {value} is out of range; allowed {lo}..{hi}{unit}")
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"{out}: --compression must be gzip, lzf or none, not {compression!r}")
+
+
+def check_source(grid: Grid, profile: Any, source_path: str | Path | None = None, source_sha1: str = "",
+                 grid_path: str | Path | None = None) -> None:
+    """ConfigError (one line naming both photos) when ``grid`` was designed on another photo than the
+    one ``profile`` renders from (its targets are that face's landmarks, in that photo's pixels).
+
+    The grid's record decides: same file (``source_sha1`` of ``source_path`` against the grid's
+    ``source_sha1``) or same pixels (:func:`generators.grid.source_fingerprint`). A grid that records
+    neither (a CSV without its sidecar, an older grid) is judged by where its targets lie
+    (:func:`generators.grid.target_offset` above ``TARGET_OFFSET_LIMIT``)."""
+    photo = str(source_path or getattr(profile, "source", "") or "the given photo")
+    name = str(grid_path or "the grid")
+    remedy = f"design a grid on {photo} ('fewshot design --photo {photo}') or pass --allow-other-source"
+    want_sha1, want_pixels = str(grid.attrs.get("source_sha1") or ""), grid.source_fingerprint
+    if want_sha1 or want_pixels:
+        same_file = bool(want_sha1) and want_sha1 == source_sha1
+        if not same_file and not (want_pixels and want_pixels == source_fingerprint(profile.image)):
+            raise ConfigError(f"{name}: designed on {grid.source or 'another photo'}, not on {photo}: its targets are the "
+                              f"other face's landmarks, so the identity would drift; {remedy}")
+        return
+    if hasattr(profile, "landmarks_batch") and len(grid):
+        off = target_offset(grid, profile)
+        if off > TARGET_OFFSET_LIMIT:
+            was = f" (recorded source {grid.source})" if grid.source else ""
+            raise ConfigError(f"{name}: its targets do not fit the face in {photo} (off by {off:.2f} inter-ocular distances), "
+                              f"so it was designed on another photo{was}; {remedy}")
 
 
 @dataclass
@@ -92,7 +143,7 @@ class SynthesisReport:
 
 def synthesize(
     profile: Any,
-    grid: pd.DataFrame,
+    grid: Grid | pd.DataFrame,
     out: str | Path,
     size: int = 256,
     chunk: int = 64,
@@ -106,8 +157,12 @@ def synthesize(
     contact_sheet: bool = True,
     stop_after: int | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    allow_other_source: bool = False,
 ) -> SynthesisReport:
     """Render ``grid`` for ``profile`` into the HDF5 file ``out`` (layout in the module doc).
+
+    Refuses (ConfigError) a grid designed on another photo than ``profile``'s (:func:`check_source`)
+    unless ``allow_other_source``.
 
     Resumes an existing file made from the same inputs (source, grid, size, chunk, generator),
     rendering only chunks whose ``done`` flag is 0. ``stop_after`` renders at most that many chunks
@@ -116,25 +171,24 @@ def synthesize(
     from fewshot import __version__
 
     out = Path(out)
-    if chunk < 1:
-        raise ConfigError(f"--chunk must be at least 1, not {chunk}")
-    if compression not in (None, "none", "gzip", "lzf"):
-        raise ConfigError(f"--compression must be gzip, lzf or none, not {compression!r}")
+    check_options(out, size, chunk, compression)
     compression = None if compression == "none" else compression
     opts = dict(generator_options or {})
     gen = GENERATORS.create(generator, **opts)
-    targets = parse_rows(grid)  # validates columns
-    n = len(grid)
+    rows = as_grid(grid, grid_path)  # validated once; each chunk renders a slice of it
+    table = grid if isinstance(grid, pd.DataFrame) else rows.to_table()
+    n = len(rows)
     if n == 0:
         raise ConfigError("the grid has no rows")
+    source_sha1 = sha1_file(source_path) if source_path else ""
+    if not allow_other_source:
+        check_source(rows, profile, source_path, source_sha1, grid_path)
     n_chunks = (n + chunk - 1) // chunk
-    au_names = [c for c in grid.columns if AU_COLUMN.match(c)]
-    sem_names = [c for c in grid.columns if SEM_COLUMN.match(c)]
     appearance = opts.get("appearance")
     expected = {
         "format_version": FORMAT_VERSION,
-        "source_sha1": sha1_file(source_path) if source_path else hashlib.sha1(np.ascontiguousarray(profile.image).tobytes()).hexdigest(),
-        "grid_sha1": sha1_table(grid),
+        "source_sha1": source_sha1 or hashlib.sha1(np.ascontiguousarray(profile.image).tobytes()).hexdigest(),
+        "grid_sha1": sha1_table(table),
         "size": int(size),
         "chunk": int(chunk),
         "generator": generator,
@@ -151,14 +205,19 @@ def synthesize(
             raise InputError(f"{out}: exists but was made from other inputs ({', '.join(mismatch) or 'layout'} differ); choose another --out or delete it")
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        f = _create(out, grid, targets, n, size, chunk, au_names, sem_names, compression, full_frame, profile)
+        try:
+            f = _create(out, rows, size, chunk, compression, full_frame, profile)
+        except BaseException:  # a half-made file would block the next run as "made from other inputs"
+            out.unlink(missing_ok=True)
+            raise
         for k, v in expected.items():
             f.attrs[k] = v
         f.attrs.update({
             "source": str(source_path or getattr(profile, "source", "")),
             "subject": Path(str(source_path or getattr(profile, "source", "") or "synthetic")).stem,
             "grid": str(grid_path or ""),
-            "seeds": json.dumps({"first": int(targets.seeds[0]), "last": int(targets.seeds[-1]), "count": int(len(np.unique(targets.seeds)))}),
+            "grid_source": rows.source,
+            "seeds": json.dumps({"first": int(rows.seeds[0]), "last": int(rows.seeds[-1]), "count": int(len(np.unique(rows.seeds)))}),
             "fewshot_version": __version__,
             "appearance": str(appearance or "procedural"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -196,7 +255,7 @@ def synthesize(
             if stop_after is not None and rendered + (pending is not None) >= stop_after:
                 break
             lo, hi = c * chunk, min(n, (c + 1) * chunk)
-            batch = gen.render(profile, grid.iloc[lo:hi], size=size, full_frame=full_frame)
+            batch = gen.render(profile, rows[lo:hi], size=size, full_frame=full_frame)
             if pending is not None:
                 finish(*pending)
             pending = (c, lo, hi, batch, writer.write(lo, batch.images))
@@ -207,6 +266,9 @@ def synthesize(
         complete = bool(f["done"][:].all())
         f.attrs["complete"] = complete
         f.flush()
+    except KeyboardInterrupt:
+        kept = skipped + rendered
+        raise Interrupted(f"{out}: the store keeps {kept} of {n_chunks} finished chunk(s); run the same command again to resume") from None
     finally:
         writer.close()
         f.close()
@@ -264,27 +326,28 @@ def _bar(show: bool, total: int, initial: int, desc: str):
     return tqdm(total=total, initial=max(0, min(initial, total)), desc=f"synthesize {desc}", unit="img", file=sys.stderr, dynamic_ncols=True)
 
 
-def _create(out, grid, targets, n, size, chunk, au_names, sem_names, compression, full_frame, profile):
+def _create(out, rows: Grid, size, chunk, compression, full_frame, profile):
     import h5py
 
+    n = len(rows)
     f = h5py.File(out, "w")
     comp = {"compression": "gzip", "compression_opts": 1} if compression == "gzip" else {"compression": compression} if compression else {}
     f.create_dataset("images", (n, size, size, 3), np.uint8, chunks=(min(chunk, n), size, size, 3), **comp)
     f.create_dataset("landmarks", (n, 68, 2), np.float32)
-    f.create_dataset("targets", data=targets.landmarks.astype(np.float32))
+    f.create_dataset("targets", data=rows.targets.astype(np.float32))
     f.create_dataset("crop_transform", (n, 2, 3), np.float32)
-    d = f.create_dataset("aus", data=grid[au_names].to_numpy(np.float32).reshape(n, len(au_names)))
-    d.attrs["au_names"] = au_names
-    d = f.create_dataset("semantic", data=grid[sem_names].to_numpy(np.float32).reshape(n, len(sem_names)))
-    d.attrs["names"] = [s[len("sem_"):] for s in sem_names]
-    d = f.create_dataset("pose", data=targets.pose.astype(np.float32))
+    d = f.create_dataset("aus", data=rows.intensities.astype(np.float32).reshape(n, len(rows.aus)))
+    d.attrs["au_names"] = list(rows.aus)
+    d = f.create_dataset("semantic", data=rows.semantic.astype(np.float32).reshape(n, len(rows.semantic_aus)))
+    d.attrs["names"] = list(rows.semantic_aus)
+    d = f.create_dataset("pose", data=rows.pose.astype(np.float32))
     d.attrs["names"] = ["yaw", "pitch", "roll"]
     d.attrs["units"] = "degrees"
     str_t = h5py.string_dtype()
-    expr = grid["expression"].astype(str).to_numpy() if "expression" in grid.columns else np.array([""] * n)
+    expr = rows.expressions if rows.expressions is not None else np.array([""] * n)
     f.create_dataset("expression", data=expr.astype(object), dtype=str_t)
-    f.create_dataset("sample_id", data=(grid["sample_id"].to_numpy(np.int64) if "sample_id" in grid.columns else np.arange(n)))
-    f.create_dataset("seed", data=targets.seeds.astype(np.int64))
+    f.create_dataset("sample_id", data=rows.sample_ids.astype(np.int64))
+    f.create_dataset("seed", data=rows.seeds.astype(np.int64))
     f.create_dataset("rendered", (n,), dtype=str_t)
     if full_frame:
         h, w = np.asarray(profile.image).shape[:2]
@@ -369,35 +432,28 @@ def open_synthetic(path: str | Path, load_images: bool = True, allow_partial: bo
 
 
 def contact_sheet_image(images: np.ndarray, cols: int = 8, tile: int = 128, labels: list[str] | None = None) -> np.ndarray:
-    """A uint8 RGB grid of (N, S, S, 3) images resized to ``tile`` px, optional label per tile."""
-    import cv2
-
-    n = len(images)
-    rows = max(1, (n + cols - 1) // cols)
-    sheet = np.full((rows * tile, cols * tile, 3), 255, np.uint8)
-    for i, im in enumerate(images):
-        t = cv2.resize(np.ascontiguousarray(im), (tile, tile), interpolation=cv2.INTER_AREA)
-        if labels:
-            cv2.putText(t, labels[i], (3, tile - 5), cv2.FONT_HERSHEY_SIMPLEX, tile / 400, (255, 255, 0), 1, cv2.LINE_AA)
-        r, c = divmod(i, cols)
-        sheet[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = t
-    return sheet
+    """Every one of (N, S, S, 3) uint8 RGB ``images`` on one uint8 RGB sheet, ``tile`` px each, ``labels``
+    as captions: :func:`generators.sheet.tile_sheet` (kept for callers of this older name)."""
+    return tile_sheet(images, labels, cols=cols, tile=tile)
 
 
 def write_contact_sheet(h5_path: str | Path, max_images: int = 48, out: str | Path | None = None) -> Path:
-    """PNG of the first ``max_images`` samples next to the store (``person.h5`` -> ``person_contact.png``)."""
+    """PNG of ``max_images`` evenly spaced samples of the store (:func:`generators.sheet.tile_sheet`,
+    captioned with sample id, pose and the AUs on), next to it: ``person.h5`` -> ``person_contact.png``."""
     from fewshot.io import write_image
 
     p = Path(h5_path)
     f = _open_h5(p, "r")
     with f:
-        k = min(max_images, f["images"].shape[0])
-        imgs = f["images"][:k]
-        pose = f["pose"][:k]
-        expr = [_attr(e) for e in f["expression"][:k]] if "expression" in f else [""] * k
-    labels = [f"{e[:9]} y{y:+.0f}" for e, (y, _, _) in zip(expr, pose)]
+        idx = sheet_indices(f["images"].shape[0], max_images)
+        imgs = f["images"][idx]
+        pose = f["pose"][idx]
+        aus = f["aus"][idx]
+        names = [_attr(a) for a in f["aus"].attrs["au_names"]]
+        ids = f["sample_id"][idx] if "sample_id" in f else idx
+    captions = [f"#{i} y{y:+.0f} p{pt:+.0f}\n{au_caption(dict(zip(names, row)))}" for i, (y, pt, _), row in zip(ids, pose, aus)]
     target = Path(out) if out else p.with_name(p.stem + "_contact.png")
-    write_image(target, contact_sheet_image(imgs, labels=labels))
+    write_image(target, tile_sheet(imgs, captions, cols=8, tile=128))
     return target
 
 
@@ -409,12 +465,16 @@ def synthesize_files(
     appearance: str | Path | None = None,
     refiner: str | Path | None = None,
     backend: str = "dlib",
+    size: int = 256,
+    chunk: int = 64,
+    compression: str | None = "gzip",
     **kwargs,
 ) -> SynthesisReport:
     """``fewshot synthesize``: profile the photo (or the clip's best reference frame), read the grid,
     render it into ``out`` (see :func:`synthesize` for the other arguments)."""
     from .profile import fit_profile
 
+    check_options(out, size, chunk, compression)
     if (photo is None) == (clip is None):
         raise ConfigError("pass exactly one of --photo or --clip")
     source = Path(photo or clip)
@@ -426,4 +486,5 @@ def synthesize_files(
     if refiner:
         opts["refiner"] = str(refiner)
     src_file = source if source.is_file() else None
-    return synthesize(profile, table, out, generator_options=opts, source_path=src_file, grid_path=grid, **kwargs)
+    return synthesize(profile, table, out, size=size, chunk=chunk, compression=compression, generator_options=opts, source_path=src_file,
+                      grid_path=grid, **kwargs)  # fmt: skip

@@ -1,25 +1,14 @@
-"""Stage-3 checks on the 40 FRL London identities (results quoted in the README).
+"""Stage-3 checks on the 40 FRL London identities (tables in docs/results.md, per-identity CSVs in docs/).
 
     python scripts/stage3_checks.py identity --n 200          # identity + landmark fidelity, 40 x n images
     python scripts/stage3_checks.py smile                     # generated smile vs real smile, 2-fold -> docs/stage3_smile.csv
     python scripts/stage3_checks.py sheet --out docs/stage3_au_intensities.png
     python scripts/stage3_checks.py mouth                     # painted vs real mouth interiors -> docs/stage3_mouth.csv
 
-``smile``: each real smile's head pose is measured from its landmarks with the person's own 3D shape
-(:meth:`PersonProfile.pose_of`; the two photos of a pair differ by up to 9 degrees) and its expression
-coded at that pose with FACS intensities (AU6, AU12 A..E, AU25 0..E: :func:`generators.code_expression`,
-the combination whose motion-model landmarks lie closest; the London set has no FACS codes); the
-generator renders that pose and those codes (``--pose profile``: the neutral photo's own pose, as
-before 2026-11-23). Identities are split in two folds (sorted ids, alternate); on the
-training fold the AU6 shading is learned (fit_appearance on its neutral/smiling pairs at their coded AU6
-intensities); on the test fold each neutral photo is rendered with its coded smile and compared with
-the same person's real smiling photo, all three in area-filtered aligned 256 px crops: landmarks
-(detected on each crop, the mean over 9 half-pixel shifts (``--no-jitter``: one detection),
-similarity-aligned on the stable points as in stage 2, / inter-ocular) and
-pixels (grey levels in the cheek and eye regions inside the face, low-passed, region mean matched).
-Baseline: the neutral photo itself. Generators: learned AU6 shading, the default procedural AU6
-appearance, landmarks only (no semantic appearance), and "reenacted": the learned one driven by the real
-smile's own landmarks instead of the motion model (the generator alone, without the coding step).
+Add ``--write-results`` to replace the command's section of docs/results.md (``--section`` names it;
+default: the command's name) with the summary it prints. The computations live in
+:mod:`generators.checks` (the tests run the same functions on a few identities); this file parses,
+calls them, prints and writes.
 """
 
 from __future__ import annotations
@@ -29,312 +18,118 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-LONDON = ROOT.parent / "shared" / "data" / "frl_london"
-SIZE = 256
+
+from generators import checks  # noqa: E402
 
 
-def ids() -> list[str]:
-    return sorted(p.stem.split("_")[0] for p in (LONDON / "neutral_front").glob("*_03.jpg"))
+def write_results(args, markdown: str) -> None:
+    if args.write_results:
+        from experiments.results_doc import invocation, update_section
+
+        path = update_section(args.section or args.cmd, markdown, command=invocation(), machine=args.machine)
+        print(f"{path}: section {args.section or args.cmd} updated")
 
 
-def london_landmarks(identities, analyzer) -> dict[str, np.ndarray]:
-    """{photo path: (68, 2) landmarks} of the neutral and smiling photos of ``identities``."""
-    from fewshot.io import read_image
+def smile_markdown(summary: pd.DataFrame, csv_name: str) -> str:
+    """The results table of :func:`generators.checks.smile_summary`."""
+    from experiments.results_doc import markdown_table
 
-    out = {}
-    for i in identities:
-        for kind, sub in (("03", "neutral_front"), ("08", "smiling_front")):
-            p = LONDON / sub / f"{i}_{kind}.jpg"
-            out[str(p)] = analyzer.analyze_image(read_image(p), str(p))[0].landmarks
-    return out
-
-
-def landmarks_cache() -> dict[str, np.ndarray]:
-    from fewshot.analysis import Analyzer
-
-    cache = Path("/tmp/fewshot_london_lm.npz")
-    if cache.exists():
-        d = np.load(cache)
-        return {k: d[k] for k in d.files}
-    out = london_landmarks(ids(), Analyzer(embed=False))
-    np.savez(cache, **out)
-    return out
+    table = markdown_table(
+        ["generator", "landmarks closer than the neutral photo", "landmark error, IOD (neutral)", "pixels closer",
+         "grey-level distance (neutral)", "not closer on both"],
+        [[r.generator, f"{r.landmarks_closer}/{r.identities}", f"{r.lm_mean:.4f} ({r.lm_neutral:.4f})",
+          f"{r.pixels_closer}/{r.identities}", f"{r.px_mean:.2f} ({r.px_neutral:.2f})", r.not_closer or "-"]
+         for r in summary.itertuples()])
+    return table + f"\n\nPer identity (codes, measured pose, every generator): `{csv_name}`."
 
 
-def smile_row(profile, aus: dict[str, float], sem_au06: float, landmarks: np.ndarray | None = None,
-              pose: tuple[float, float, float] | None = None) -> pd.DataFrame:
-    """One grid row: ``pose`` (yaw, pitch, roll; default the profile's own) with FACS intensities ``aus``
-    and AU6 appearance level; target landmarks from the motion model, or ``landmarks`` (68, 2) in the
-    profile photo's px."""
-    yaw, pitch, roll = profile.pose_degrees if pose is None else pose
-    lm = profile.landmarks_for(yaw, pitch, roll, aus) if landmarks is None else np.asarray(landmarks, float)
-    row = {"sample_id": 0, "seed": 0, "yaw": yaw, "pitch": pitch, "roll": roll, **aus, "expression": "happiness"}
-    row.update({f"tx_{k}": lm[k, 0] for k in range(68)})
-    row.update({f"ty_{k}": lm[k, 1] for k in range(68)})
-    row.update({"sem_AU06": float(sem_au06), "sem_AU17": 0.0, "sem_AU04": 0.0, "sem_AU09": 0.0, "sem_AU10": 0.0})
-    return pd.DataFrame([row])
+def mouth_markdown(df: pd.DataFrame, csv_name: str, sheet_name: str | None) -> str:
+    """The results table of :func:`generators.checks.mouth_rows`."""
+    from experiments.results_doc import markdown_table
+
+    table = markdown_table(
+        ["smiles with parted lips", "mean RGB difference inside the lips (abs.)", "grey p90 real vs generated", "grey mean real vs generated"],
+        [[len(df), f"{df.rgb_diff.mean():.1f}", f"{df.real_p90.mean():.1f} vs {df.generated_p90.mean():.1f}",
+          f"{df.real_mean.mean():.1f} vs {df.generated_mean.mean():.1f}"]])
+    return table + f"\n\nPer smile: `{csv_name}`" + (f"; real and generated mouths side by side: `{sheet_name}`." if sheet_name else ".")
 
 
-SMILE_AUS = ("AU06", "AU12", "AU25")  # coded on every real smile; AU6 and AU12 at least A
+def identity_markdown(df: pd.DataFrame, n: int, seconds: float, summary_name: str) -> str:
+    """The results tables of :func:`generators.checks.identity_rows` (overall, then per yaw bin)."""
+    from experiments.results_doc import markdown_table
 
-
-def aligned(img: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The aligned SIZE crop of a photo (area-filtered, as the generator renders) and its landmarks."""
-    from fewshot.crop import warp_crop
-    from fewshot.landmarks import apply_affine
-    from generators.warp import crop_transform
-
-    M = crop_transform(lm, SIZE)
-    return warp_crop(img, M, SIZE), apply_affine(M, lm)
-
-
-def in_neutral_frame(profile, landmarks: np.ndarray) -> np.ndarray:
-    """Another photo's landmarks moved into the profile photo's frame (similarity on the stable points):
-    targets that reenact that photo's expression from the neutral one."""
-    from fewshot.landmarks import STABLE, apply_affine, similarity_transform
-
-    return apply_affine(similarity_transform(landmarks[STABLE], profile.landmarks[STABLE]), landmarks)
-
-
-# Sub-pixel shifts (px at 256) over which landmarks are detected and averaged: dlib's 68 points on the
-# same 256 px crop moved by a quarter pixel differ by 0.011 IOD on average (its box snaps to a grid), as
-# much as a mild smile moves them; means over 9 shifts a quarter pixel apart differ by 0.004.
-JITTER = [(dx, dy) for dy in (-0.5, 0.0, 0.5) for dx in (-0.5, 0.0, 0.5)]
-
-
-def steady_landmarks(det, img: np.ndarray, fallback: np.ndarray, shifts=JITTER) -> np.ndarray:
-    """(68, 2) landmarks of an aligned crop: the mean of those detected on ``img`` shifted by each of
-    ``shifts`` (px; shifted back), or ``fallback`` where no face is found at all."""
-    found = []
-    for dx, dy in shifts:
-        moved = img if dx == dy == 0 else cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), img.shape[1::-1],
-                                                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        faces = det.analyze_image(moved)
-        if faces:
-            found.append(faces[0].landmarks - [dx, dy])
-    return np.mean(found, axis=0) if found else fallback
-
-
-def region_mask() -> np.ndarray:
-    from generators.appearance import region_masks
-
-    m = region_masks()
-    return (np.maximum.reduce([m["cheeks"], m["infraorbital"], m["crows_feet"], m["eyes"]]) > 0.3).astype(np.float32)
-
-
-def face_region(lm_crop: np.ndarray) -> np.ndarray:
-    """Cheek and eye regions of the aligned crop, inside the face (the hull of jaw and brows, minus
-    3 px): background, hair and ears next to a narrow face are not skin the smile changes."""
-    hull = np.zeros((SIZE, SIZE), np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(lm_crop[:27]).astype(np.int32)), 1)
-    return region_mask() * cv2.erode(hull, np.ones((7, 7), np.uint8)).astype(np.float32)
-
-
-def pixel_distance(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """Mean absolute grey-level difference inside ``mask`` of two aligned crops, low-passed (sigma 2 px
-    at 256) so that shading and shape count, not the exact position of pores and wrinkles, and
-    after matching the region's mean (exposure)."""
-    ga = cv2.GaussianBlur(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 2.0)
-    gb = cv2.GaussianBlur(cv2.cvtColor(b, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 2.0)
-    w = mask / mask.sum()
-    ga -= (ga * w).sum()
-    gb -= (gb * w).sum()
-    return float((np.abs(ga - gb) * w).sum())
-
-
-def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None, tolerance: float = 0.0,
-                match_pose: bool = True) -> tuple[dict, dict]:
-    """Profiles of the neutral photos and the codes of the real smiles ({id: (aus, error, pose)}: FACS
-    intensities, landmark error, head pose (yaw, pitch, roll) or None for the profile's own);
-    ``au6``: hold AU6 at this intensity and code only AU12 and AU25; ``tolerance``: code the least
-    intense combination within this landmark error (IOD) of the best one (see ``code_expression``);
-    ``match_pose``: code (and later render) at the real smile's measured head pose."""
-    from fewshot.io import read_image
-    from generators import code_expression, fit_profile
-
-    profiles, codes = {}, {}
-    for i in identities:
-        profiles[i] = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
-        real = lmc[str(LONDON / "smiling_front" / f"{i}_08.jpg")]
-        pose = profiles[i].pose_of(real) if match_pose else None
-        if au6 is None:
-            aus, err = code_expression(profiles[i], real, SMILE_AUS, required=("AU06", "AU12"), step=step, tolerance=tolerance, pose=pose)
-        else:
-            aus, err = code_expression(profiles[i], real, SMILE_AUS[1:], required=("AU12",), step=step, fixed={"AU06": au6},
-                                       tolerance=tolerance, pose=pose)
-        codes[i] = (aus, err, pose)
-    return profiles, codes
-
-
-def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, appearance_out: str | None = None,
-               shifts=JITTER) -> list[dict]:
-    """Learn the AU6 shading on ``train``, render each ``test`` identity's coded smile; one row each.
-    Landmarks are compared with stage 2's measure (similarity-aligned on the stable points, / IOD)."""
-    from fewshot.io import read_image
-    from fewshot.landmarks import aligned_error
-    from generators.appearance import fit_appearance_from_folders
-    from generators.aus import intensity_level
-    from generators.render import WarpGenerator
-
-    def redetect(img, fallback):
-        return steady_landmarks(det, img, fallback, shifts)
-
-    app = fit_appearance_from_folders(LONDON / "neutral_front", LONDON / "smiling_front", "AU06",
-                                      {i: codes[i][0]["AU06"] for i in train}, train, lmc)
-    if appearance_out:
-        app.save(appearance_out)
-    gens = {"learned": WarpGenerator(app), "procedural": WarpGenerator(), "landmarks_only": WarpGenerator()}
-    rows = []
-    for i in test:
-        prof, (aus, fit_err, pose) = profiles[i], codes[i]
-        p_smi = LONDON / "smiling_front" / f"{i}_08.jpg"
-        real, real_lm = aligned(read_image(p_smi), lmc[str(p_smi)])
-        neu, neu_lm = aligned(prof.image, prof.landmarks)
-        # all three faces' landmarks detected the same way: on their 256 px crops
-        real_lm, neu_lm = redetect(real, real_lm), redetect(neu, neu_lm)
-        mask = face_region(real_lm)
-        row = {"id": i, **aus, "code_error": fit_err, **dict(zip(("yaw", "pitch", "roll"), pose or prof.pose_degrees)),
-               "lm_neutral": aligned_error(neu_lm, real_lm), "px_neutral": pixel_distance(neu, real, mask)}
-        # "reenacted": the generator alone, driven by the real smile's own landmarks (moved into the
-        # neutral photo's frame on the stable points) instead of the motion model at the coded AUs
-        reenact = in_neutral_frame(prof, lmc[str(p_smi)])
-        for name, g in {**gens, "reenacted": gens["learned"]}.items():
-            level = 0.0 if name == "landmarks_only" else float(intensity_level(aus["AU06"]))
-            b = g.render(prof, smile_row(prof, aus, level, reenact if name == "reenacted" else None, pose), size=SIZE)
-            row[f"lm_{name}"] = aligned_error(redetect(b.images[0], b.landmarks[0]), real_lm)
-            row[f"px_{name}"] = pixel_distance(b.images[0], real, mask)
-            if save and name == "learned":
-                Path(save).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(Path(save) / f"{i}.jpg"), cv2.cvtColor(np.concatenate([neu, b.images[0], real], 1), cv2.COLOR_RGB2BGR))
-        rows.append(row)
-    return rows
+    per_id, by_yaw = checks.identity_per_id(df), checks.identity_by_yaw(df)
+    worst, worst_lm = per_id.identity_ok.idxmin(), per_id.landmark_error.idxmax()
+    table = markdown_table(["measure", "result"], [
+        ["images (identities x balanced grid)", f"{len(df):,} ({df.id.nunique()} x {n})"],
+        ["dlib distance to the source photo < 0.6", f"**{df.identity_ok.mean():.2%}**"],
+        ["identities with >= 95%", f"{(per_id.identity_ok >= 0.95).sum()} of {len(per_id)}"],
+        ["worst identity", f"{worst}: {per_id.identity_ok[worst]:.1%} at mean distance {per_id.identity_distance[worst]:.2f}"],
+        ["mean identity distance", f"{df.identity_distance.mean():.2f}"],
+        ["landmark error, re-detected vs rendered, / IOD",
+         f"mean **{df.landmark_error.mean():.3f}**, median {df.landmark_error.median():.3f}, worst identity {worst_lm} {per_id.landmark_error[worst_lm]:.3f}"],
+        ["face re-detected", f"{df.detected.mean():.2%}"],
+        ["seconds", f"{seconds:.0f}"]])
+    yaw_table = markdown_table(["yaw bin (deg)", "identity kept", "identity distance", "landmark error", "re-detected"],
+                               [[int(b), f"{r.identity_ok:.1%}", f"{r.identity_distance:.3f}", f"{r.landmark_error:.3f}", f"{r.detected:.1%}"]
+                                for b, r in by_yaw.iterrows()])
+    return table + "\n\n" + yaw_table + f"\n\nPer identity: `{summary_name}`."
 
 
 def cmd_smile(args) -> None:
     from fewshot.analysis import Analyzer
 
     t0 = time.time()
-    lmc = landmarks_cache()
-    all_ids = ids()
-    profiles, codes = code_smiles(all_ids, lmc, args.step, args.au6, args.tolerance, args.pose == "matched")
-    print(f"coded {len(all_ids)} real smiles ({time.time() - t0:.0f}s)", flush=True)
-    det = Analyzer(embed=False)
-    folds = [all_ids[0::2], all_ids[1::2]]
-    rows = []
-    for k in range(2):
-        fold_rows = smile_fold(folds[k], folds[1 - k], lmc, profiles, codes, det, args.save, args.appearance_out if k == 0 else None,
-                               JITTER if args.jitter else [(0.0, 0.0)])
-        for row in fold_rows:
-            row["fold"] = 1 - k
-            print(" ".join(f"{c}={v:.4f}" if isinstance(v, float) else f"{c}={v}" for c, v in row.items()), flush=True)
-        rows += fold_rows
-    df = pd.DataFrame(rows).sort_values("id")
+    lmc = checks.landmarks_cache()
+
+    def show(row):
+        print(" ".join(f"{c}={v:.4f}" if isinstance(v, float) else f"{c}={v}" for c, v in row.items()), flush=True)
+
+    df = checks.smile_check(lmc, Analyzer(embed=False), args.step, args.au6, args.tolerance, args.pose == "matched",
+                            args.jitter, args.save, args.appearance_out, on_row=show)
     df.round(5).to_csv(args.out, index=False)
     print(f"\n{len(df)} identities in {time.time() - t0:.0f}s -> {args.out}")
-    for name in ["learned", "procedural", "landmarks_only", "reenacted"]:
-        lm_ok, px_ok = df[f"lm_{name}"] < df.lm_neutral, df[f"px_{name}"] < df.px_neutral
-        print(f"{name:15s} landmarks closer than neutral: {lm_ok.mean():.1%} (mean {df[f'lm_{name}'].mean():.4f} vs {df.lm_neutral.mean():.4f}); "
-              f"pixels closer: {px_ok.mean():.1%} (mean {df[f'px_{name}'].mean():.3f} vs {df.px_neutral.mean():.3f}); both {(lm_ok & px_ok).mean():.1%}; "
-              f"not closer: {', '.join(df.id[~(lm_ok & px_ok)])}")
+    summary = checks.smile_summary(df)
+    for r in summary.itertuples():
+        n = r.identities
+        print(f"{r.generator:15s} landmarks closer than neutral: {r.landmarks_closer / n:.1%} (mean {r.lm_mean:.4f} vs {r.lm_neutral:.4f}); "
+              f"pixels closer: {r.pixels_closer / n:.1%} (mean {r.px_mean:.3f} vs {r.px_neutral:.3f}); both {r.both_closer / n:.1%}; "
+              f"not closer: {r.not_closer}")
+    write_results(args, smile_markdown(summary, Path(args.out).name))
 
 
 def cmd_identity(args) -> None:
-    from generators import design_grid, fit_profile
-    from generators.quality import DlibFeatures, score_images
-    from generators.render import generate
-
-    feats = DlibFeatures()
-    out = []
     t0 = time.time()
-    for i in ids()[args.skip: args.skip + args.ids]:
-        prof = fit_profile(str(LONDON / "neutral_front" / f"{i}_03.jpg"))
-        grid = design_grid(prof, n=args.n, strategy="balanced", seed=0)
-        b = generate(prof, grid, size=SIZE)
-        emb = feats.embed(prof.image, feats.detect(prof.image))
-        per, _ = score_images(b.images, b.landmarks, emb, feats)
-        per["id"], per["yaw"], per["pitch"] = i, grid.yaw.to_numpy(), grid.pitch.to_numpy()
-        out.append(per)
-        print(f"{i}: identity ok {per.identity_ok.mean():.1%}, distance {per.identity_distance.mean():.3f}, landmark error {per.landmark_error.mean():.4f}, detected {per.detected.mean():.1%}", flush=True)
-    df = pd.concat(out)
+
+    def show(i, per):
+        print(f"{i}: identity ok {per.identity_ok.mean():.1%}, distance {per.identity_distance.mean():.3f}, "
+              f"landmark error {per.landmark_error.mean():.4f}, detected {per.detected.mean():.1%}", flush=True)
+
+    df = checks.identity_rows(checks.ids()[args.skip: args.skip + args.ids], args.n, on_identity=show)
+    seconds = time.time() - t0
     df.to_csv(args.out, index=False)
-    per_id = df.groupby("id").agg(images=("identity_ok", "size"), identity_ok=("identity_ok", "mean"),
-                                  identity_distance=("identity_distance", "mean"), landmark_error=("landmark_error", "mean"),
-                                  detected=("detected", "mean"), max_abs_yaw=("yaw", lambda v: v.abs().max()))
+    per_id = checks.identity_per_id(df)
     per_id.round(4).to_csv(args.summary)
-    print(f"\n{len(df)} images of {df.id.nunique()} identities in {time.time() - t0:.0f}s")
-    print(f"identity distance < 0.6: {df.identity_ok.mean():.2%}; identities with >= 95%: {(df.groupby('id').identity_ok.mean() >= 0.95).mean():.1%}")
+    print(f"\n{len(df)} images of {df.id.nunique()} identities in {seconds:.0f}s")
+    print(f"identity distance < 0.6: {df.identity_ok.mean():.2%}; identities with >= 95%: {(per_id.identity_ok >= 0.95).mean():.1%}")
     print(f"landmark error: mean {df.landmark_error.mean():.4f}, median {df.landmark_error.median():.4f}; face re-detected {df.detected.mean():.1%}")
-    df["yaw_bin"] = (df.yaw / 15).round().astype(int) * 15
-    print(df.groupby("yaw_bin")[["identity_ok", "identity_distance", "landmark_error", "detected"]].mean().round(4).to_string())
+    print(checks.identity_by_yaw(df).round(4).to_string())
+    write_results(args, identity_markdown(df, args.n, seconds, Path(args.summary).name))
 
 
 def cmd_sheet(args) -> None:
-    from fewshot.io import read_image, write_image
-    from generators import fit_profile
-    from generators.aus import intensity_level
-    from generators.render import generate
-    from generators.store import contact_sheet_image
+    from fewshot.io import write_image
 
-    tiles, labels = [], []
-    for i in args.ids.split(","):
-        prof = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
-        yaw, pitch, roll = prof.pose_degrees
-        for au, extra in (("AU06", {"AU12": 0.0}), ("AU17", {})):
-            rows = []
-            for letter, inten in (("0", 0), ("A", 1), ("C", 3), ("E", 5)):
-                aus = {au: float(inten), **extra}
-                lm = prof.landmarks_for(yaw, pitch, roll, aus)
-                row = {"seed": 7, "yaw": yaw, "pitch": pitch, "roll": roll, **aus}
-                row.update({f"tx_{k}": lm[k, 0] for k in range(68)})
-                row.update({f"ty_{k}": lm[k, 1] for k in range(68)})
-                row[f"sem_{au}"] = float(intensity_level(inten))
-                rows.append(row)
-                labels.append(f"{i} {au} {letter}")
-            b = generate(prof, pd.DataFrame(rows).fillna(0.0), size=SIZE)
-            tiles += list(b.images)
-    sheet = contact_sheet_image(np.stack(tiles), cols=8, tile=args.tile, labels=labels)
+    sheet = checks.au_intensity_sheet(args.ids.split(","), args.tile)
     write_image(args.out, sheet)
     print(f"{args.out}: {Path(args.out).stat().st_size / 1e3:.0f} kB")
-
-
-def mouth_rows(identities, lmc, tiles: list | None = None) -> list[dict]:
-    """Each real smile's inner mouth vs the generator's, driven by the same (real) landmarks from the
-    neutral photo: mean |RGB| difference inside the inner-lip curve, and the brightness of each
-    (90th percentile and mean of the grey level: teeth and cavity). Smiles whose lips barely part
-    (fewer than 30 px inside at 256) are skipped."""
-    from fewshot.io import read_image
-    from fewshot.landmarks import INNER_LIPS
-    from generators import fit_profile
-    from generators.mouth import inner_mouth_mask
-    from generators.render import WarpGenerator
-
-    g = WarpGenerator()
-    rows = []
-    for i in identities:
-        prof = fit_profile(read_image(LONDON / "neutral_front" / f"{i}_03.jpg"))
-        p = LONDON / "smiling_front" / f"{i}_08.jpg"
-        real, _ = aligned(read_image(p), lmc[str(p)])
-        target = in_neutral_frame(prof, lmc[str(p)])
-        b = g.render(prof, smile_row(prof, {"AU12": 3.0}, 0.0, target), size=SIZE)
-        img, lm = b.images[0], b.landmarks[0]
-        m = inner_mouth_mask(lm, (SIZE, SIZE))
-        if m.sum() < 30:
-            continue
-        gr, gg = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[m].astype(float) for x in (real, img))
-        rows.append({"id": i, "pixels": int(m.sum()), "rgb_diff": float(np.abs(real[m].astype(float) - img[m]).mean()),
-                     "real_p90": float(np.percentile(gr, 90)), "generated_p90": float(np.percentile(gg, 90)),
-                     "real_mean": float(gr.mean()), "generated_mean": float(gg.mean())})
-        if tiles is not None:
-            x0, y0 = np.floor(lm[INNER_LIPS].min(0)).astype(int) - [14, 14]
-            x0, y0 = int(np.clip(x0, 0, SIZE - 104)), int(np.clip(y0, 0, SIZE - 52))
-            tiles.append(np.concatenate([real[y0:y0 + 52, x0:x0 + 104], img[y0:y0 + 52, x0:x0 + 104]], 1))
-    return rows
+    write_results(args, f"![AU6 and AU17 at 0, A, C, E]({Path(args.out).name})\n\n"
+                        f"AU6 and AU17 at 0, A, C, E (each row: one identity, AU6 then AU17), identities {args.ids}, "
+                        f"at each photo's own pose (`{Path(args.out).name}`).")
 
 
 def cmd_mouth(args) -> None:
@@ -342,24 +137,26 @@ def cmd_mouth(args) -> None:
 
     t0 = time.time()
     tiles: list = []
-    df = pd.DataFrame(mouth_rows(ids(), landmarks_cache(), tiles))
+    df = pd.DataFrame(checks.mouth_rows(checks.ids(), checks.landmarks_cache(), tiles))
     df.round(3).to_csv(args.out, index=False)
     print(df.round(1).to_string(index=False))
     print(f"\n{len(df)} smiles with parted lips ({time.time() - t0:.0f}s) -> {args.out}")
     print(f"inner mouth |RGB| difference {df.rgb_diff.mean():.1f}; grey p90 real {df.real_p90.mean():.1f} vs generated "
           f"{df.generated_p90.mean():.1f}; mean real {df.real_mean.mean():.1f} vs generated {df.generated_mean.mean():.1f}")
     if args.sheet:
-        cols = 4
-        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % cols)
-        sheet = np.concatenate([np.concatenate(tiles[k:k + cols], 1) for k in range(0, len(tiles), cols)], 0)
-        write_image(args.sheet, sheet)
+        write_image(args.sheet, checks.mouth_sheet(tiles))
         print(f"{args.sheet}: real | generated pairs")
+    write_results(args, mouth_markdown(df, Path(args.out).name, Path(args.sheet).name if args.sheet else None))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--write-results", action="store_true", help="replace this check's section of docs/results.md")
+    common.add_argument("--section", default=None, help="results section name (default: the command's name)")
+    common.add_argument("--machine", default=None, help="machine description for the results header (default: detected)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("smile")
+    s = sub.add_parser("smile", parents=[common])
     s.add_argument("--out", default=str(ROOT / "docs" / "stage3_smile.csv"))
     s.add_argument("--save", default=None, help="folder for neutral | generated | real triptychs")
     s.add_argument("--step", type=float, default=1.0, help="coding step: 1 = FACS letters, 0.5 = half-letters")
@@ -371,17 +168,17 @@ def main() -> None:
     s.add_argument("--appearance-out", default=None, help="save fold 0's learned appearance (.npz)")
     s.add_argument("--tolerance", type=float, default=0.0,
                    help="parsimonious coding: the least intense codes within this landmark error (IOD) of the best")
-    s = sub.add_parser("identity")
+    s = sub.add_parser("identity", parents=[common])
     s.add_argument("--n", type=int, default=200)
     s.add_argument("--ids", type=int, default=40)
     s.add_argument("--skip", type=int, default=0, help="start after this many identities (sorted)")
     s.add_argument("--out", default="/tmp/stage3_identity.csv", help="per-image table")
     s.add_argument("--summary", default=str(ROOT / "docs" / "stage3_identity.csv"), help="per-identity table")
-    s = sub.add_parser("sheet")
+    s = sub.add_parser("sheet", parents=[common])
     s.add_argument("--ids", default="001,012,024")
     s.add_argument("--tile", type=int, default=160)
     s.add_argument("--out", default=str(ROOT / "docs" / "stage3_au_intensities.png"))
-    s = sub.add_parser("mouth")
+    s = sub.add_parser("mouth", parents=[common])
     s.add_argument("--out", default=str(ROOT / "docs" / "stage3_mouth.csv"))
     s.add_argument("--sheet", default=str(ROOT / "docs" / "stage3_mouths.jpg"), help="real | generated mouths ('' = none)")
     a = ap.parse_args()

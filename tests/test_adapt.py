@@ -86,7 +86,7 @@ def test_adapt_writes_outputs_and_loads_in_predict(tiny_base, tmp_path):
     assert rep["strategy"] == {"name": "lwf", "parameter": "alpha", "value": 2.0}
     assert rep["synthetic"]["train"] + rep["synthetic"]["holdout"] == rep["synthetic"]["rendered"] > 40
     assert {"base_macro_f1_before", "base_macro_f1_after", "drop"} <= set(rep["rigidity"])
-    assert [s["stage"] for s in rep["stages"]][:3] == ["load base model", "analyse", "design grid"]
+    assert [s["stage"] for s in rep["stages"]] == ["load base model", "analyse", "design grid", "synthesize", "align", "adapt", "evaluate", "write outputs"]
     model, meta = load_checkpoint(out / "model.pt")
     assert meta["adaptation"]["strategy"]["name"] == "lwf"
     assert "replay" in meta  # an adapted model can be adapted again
@@ -200,3 +200,131 @@ def test_clip_uses_its_best_reference_frames(tiny_base, clip):
     frames = res.report.reference_frames
     assert len(frames) == 3 and len(set(frames)) == 3
     assert all(f < 400 for f in frames)  # not the laughing end of the clip
+
+
+# -- one pipeline: every generator option reaches synthesis and the report ---------------------------
+@pytest.fixture(scope="module")
+def generator_files(tmp_path_factory, example_image):
+    """A tiny trained refiner, an AU6 appearance learned from the shipped photo pair, a motion model file."""
+    from fewshot.analysis import Analyzer
+    from fewshot.data import example_photo
+    from fewshot.io import read_image
+    from generators import design_grid, fit_profile, generate
+    from generators.appearance import fit_appearance
+    from generators.motion import default_motion_model
+    from generators.refiner import COND_AUS, train_refiner
+
+    d = tmp_path_factory.mktemp("genfiles")
+    profile = fit_profile(example_image)
+    grid = design_grid(profile, n=6, strategy="balanced", seed=1)
+    warped = generate(profile, grid, size=48)
+    refiner = d / "refiner.pt"
+    train_refiner(warped.images, warped.landmarks, np.zeros((6, len(COND_AUS)), np.float32), (warped.images * 0.8).astype(np.uint8),
+                  refiner, epochs=3, batch=6, threads=1)
+    an = Analyzer(embed=False)
+    neutral, smiling = read_image(example_photo()), read_image(example_photo("smiling"))
+    pair = (neutral, an.analyze_image(neutral)[0].landmarks, smiling, an.analyze_image(smiling)[0].landmarks)
+    appearance = d / "au06.npz"
+    fit_appearance([pair], "AU06", 3.0).save(appearance)
+    motion = d / "motion.npz"
+    default_motion_model().save(motion)
+    return {"refiner": refiner, "appearance": appearance, "motion": motion}
+
+
+def test_cli_adapt_takes_every_generator_option_and_records_it(tiny_base, generator_files, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    out = tmp_path / "adapted"
+    args = ["adapt", "--base", str(tiny_base), "--out", str(out), "--grid-size", "20", "--epochs", "1", "--render-size", "64",
+            "--generator", "warp+refiner", "--refiner", str(generator_files["refiner"]), "--appearance", str(generator_files["appearance"]),
+            "--motion", str(generator_files["motion"])]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    syn = rep["config"]["synthesis"]
+    assert syn["generator"] == "warp+refiner" and rep["synthetic"]["generator"] == "warp+refiner"
+    assert {k: syn[k] for k in ("refiner", "appearance", "motion")} == {k: str(v) for k, v in generator_files.items()}
+    assert rep["config"]["grid"]["size"] == 20 and rep["config"]["loop"]["epochs"] == 1
+    # an option the generator would ignore, or a missing one it needs, is refused before any work
+    r = CliRunner().invoke(app, ["adapt", "--base", str(tiny_base), "--out", str(tmp_path / "b"), "--refiner", str(generator_files["refiner"])])
+    assert r.exit_code == 2 and "takes no --refiner" in r.output and not (tmp_path / "b").exists()
+    r = CliRunner().invoke(app, ["adapt", "--base", str(tiny_base), "--out", str(tmp_path / "c"), "--generator", "warp+refiner"])
+    assert r.exit_code == 2 and "needs --refiner" in r.output
+
+
+def test_refiner_changes_the_synthetic_set(tiny_base, generator_files):
+    from fewshot.adaptation import adapt_person
+
+    warp = adapt_person(str(ROOT / "fewshot/data/examples/london_001_neutral.jpg"), base=tiny_base, config=_cfg(strategy="generic"), progress=False)
+    cfg = _cfg(strategy="generic").override({"synthesis.generator": "warp+refiner", "synthesis.refiner": str(generator_files["refiner"])})
+    refined = adapt_person(str(ROOT / "fewshot/data/examples/london_001_neutral.jpg"), base=tiny_base, config=cfg, progress=False)
+    assert warp.person.images.shape == refined.person.images.shape
+    assert np.abs(warp.person.images.astype(float) - refined.person.images).mean() > 1.0
+
+
+def test_no_synthesis_path_packs_the_real_landmarks_for_a_geometry_model(tmp_path, example_image):
+    """A landmark-only ('geometry') base model adapts on the real references alone (generator 'none'):
+    its inputs carry the references' own aligned landmarks, not the template."""
+    from au_models.align import AlignConfig, align_faces, canonical_template
+    from au_models.checkpoint import save_checkpoint
+    from au_models.model import AUModel
+    from fewshot.adaptation import adapt_person
+    from fewshot.analysis import Analyzer
+
+    torch.manual_seed(0)
+    model = AUModel("geometry", aus=AUS, intensity_aus=["AU12"], align=AlignConfig(crop_size=48))
+    base = tmp_path / "geom.pt"
+    save_checkpoint(base, model, {"occurrence_threshold": 1.0})
+    refs = [example_image, np.ascontiguousarray(example_image[:, ::-1])]
+    res = adapt_person(refs, base=base, config=_cfg(strategy="naive", generator="none", epochs=3), progress=False)
+    assert res.person.holdout is None and res.report.synthetic["generator"] == "none" and res.report.synthetic["train"] == 2
+    lm = np.stack([f[0].landmarks for f in (Analyzer(embed=False).analyze_image(im) for im in refs)])
+    _, crop_lm, _ = align_faces(refs, lm, model.align)
+    packed = res.person.train.x[:, -136:].numpy().reshape(2, 68, 2)
+    assert np.allclose(packed, crop_lm, atol=1e-4)
+    assert not np.allclose(packed[0], canonical_template(model.align), atol=0.5)
+    before = dict(model.named_parameters())
+    assert any(not torch.equal(p, before[k]) for k, p in res.model.named_parameters())
+    # trained on neutral references: the person's AU probabilities go down
+    p0 = model.predict_arrays(*align_faces(refs, lm, model.align)[:2])["occ_prob"].mean()
+    p1 = res.model.predict_arrays(*align_faces(refs, lm, model.align)[:2])["occ_prob"].mean()
+    assert p1 < p0
+
+
+def test_out_folder_edges(tiny_base, tmp_path):
+    """An earlier result is replaced only with --overwrite; a folder with other files and a file as
+    --out are refused before any work; --epochs 0 is refused; the same seed writes the same bytes."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    fast = ["--base", str(tiny_base), "--grid-size", "20", "--epochs", "1", "--render-size", "64", "--strategy", "naive"]
+    run = lambda *a: CliRunner().invoke(app, ["adapt", *fast, *a])  # noqa: E731
+    out = tmp_path / "A"
+    assert run("--out", str(out)).exit_code == 0
+    first = (out / "model.pt").read_bytes()
+    r = run("--out", str(out), "--seed", "1")
+    assert r.exit_code == 2 and "--overwrite" in r.output and (out / "model.pt").read_bytes() == first
+    r = run("--out", str(out), "--seed", "1", "--overwrite")
+    assert r.exit_code == 0 and (out / "model.pt").read_bytes() != first
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or old folders left
+    # same seed, same bytes
+    assert run("--out", str(tmp_path / "B")).exit_code == 0
+    assert (tmp_path / "B" / "model.pt").read_bytes() == first
+    # a folder holding anything else is never written into
+    other = tmp_path / "C"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    r = run("--out", str(other), "--overwrite")
+    assert r.exit_code == 2 and "notes.txt" in r.output and sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    # a file as --out: refused at once (no analysis, no training output)
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    r = run("--out", str(f))
+    assert r.exit_code == 2 and "is a file" in r.output and "epoch" not in r.output and f.read_text() == "x"
+    r = run("--out", str(tmp_path / "D"), "--epochs", "0")
+    assert r.exit_code == 2 and "--epochs" in r.output and not (tmp_path / "D").exists()
+    for res in (r,):
+        assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1

@@ -291,3 +291,34 @@ def test_london_config_validates_on_the_shared_set(london, monkeypatch):
 
     assert Counter(c["strategy"] for c in plan.cells) == {"generic": 40, "calibration": 40, "finetune_real": 120, "si": 120, "replay": 120}
     assert json.dumps(plan.cells[0])  # cells are plain JSON
+
+
+def test_generators_axis_renders_with_each_generator(bp4d_root, tmp_path):
+    """generators: [warp, warp+refiner] gives cells whose rendering generator differs and whose
+    synthetic sets differ (the refiner's file option reaches only the generator that takes it)."""
+    from generators import design_grid, fit_profile, generate
+    from generators.refiner import COND_AUS, train_refiner
+    from fewshot.data import example_photo
+
+    profile = fit_profile(str(example_photo()))
+    warped = generate(profile, design_grid(profile, n=6, seed=1), size=48)
+    refiner = tmp_path / "refiner.pt"
+    train_refiner(warped.images, warped.landmarks, np.zeros((6, len(COND_AUS)), np.float32), (warped.images * 0.7).astype(np.uint8),
+                  refiner, epochs=3, batch=6, threads=1)
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", bp4d_root, out, generators=["warp", "warp+refiner"], strategies=["naive"], seeds=[0], k=[1],
+                       datasets=[{"name": "bp4d", "root": str(bp4d_root), "folds": [3], "subjects": ["F001"]}],
+                       adapt={"loop": {"epochs": 1, "batch_size": 8}, "grid": {"size": 12}, "synthesis": {"render_size": 48, "refiner": str(refiner)}})
+    p = run_cli("experiment", "run", str(cfg))
+    assert p.returncode == 0, p.stderr[-3000:]
+    df = pd.read_parquet(out / "results.parquet").drop_duplicates("cell_id").set_index("generator")
+    assert sorted(df.index) == ["warp", "warp+refiner"]
+    assert df.loc["warp", "rendered_by"] == "warp" and df.loc["warp+refiner", "rendered_by"] == "warp+refiner"
+    assert (df.synthetic_rows > 0).all() and df.loc["warp", "synthetic_sha1"] != df.loc["warp+refiner", "synthetic_sha1"]
+
+
+def test_adapt_section_unknown_key_is_an_error(bp4d_root, tmp_path):
+    for adapt, needle in (({"loop": {"epoch": 3}}, "loop.epoch"), ({"epochs": 3}, "epochs"), ({"strategy": {"name": "si"}}, "strategy.name")):
+        cfg = write_config(tmp_path / "c.yaml", bp4d_root, tmp_path / "run", adapt=adapt)
+        p = run_cli("experiment", "run", str(cfg))
+        assert p.returncode == 2 and needle in p.stderr and "c.yaml" in p.stderr and "Traceback" not in p.stderr, p.stderr

@@ -38,17 +38,6 @@ def rows_for(profile, specs, sem: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna(0.0)
 
 
-def stage3_checks():
-    """scripts/stage3_checks.py as a module (the London checks the tests run on a few identities)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("stage3_checks", Path(__file__).resolve().parents[1] / "scripts" / "stage3_checks.py")
-    checks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(checks)
-    return checks
-
-
 def hf_energy(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean squared Laplacian-of-grey inside a (S, S) mask, per image."""
     out = []
@@ -258,6 +247,24 @@ def test_bad_grids_fail_clearly(profile):
         generate(profile, bad)
     with pytest.raises(ConfigError, match="unknown generator"):
         generate(profile, rows, generator="nope")
+    # columns the renderer would silently drop or misread are refused, not rendered as neutral
+    for edit, match in ((lambda t: t.rename(columns={"AU06": "AU6"}), "rename it 'AU06'"),
+                        (lambda t: t.assign(AU12=9.0), "AU12 outside 0..5"),
+                        (lambda t: t.assign(sem_AU25=0.5), "not a semantic channel")):
+        with pytest.raises(ConfigError, match=match):
+            generate(profile, edit(rows.copy()))
+
+
+def test_generate_reads_the_grid_object(profile):
+    """A Grid and the table it came from render the same pixels; so does a slice of it."""
+    from generators import Grid, design_grid, generate
+
+    df = design_grid(profile, n=6, aus=["AU04", "AU06", "AU12", "AU17", "AU25"], seed=9)
+    g = Grid.from_table(df)
+    a, b = generate(profile, df, size=64), generate(profile, g, size=64)
+    assert np.array_equal(a.images, b.images) and a.records == b.records
+    assert np.array_equal(generate(profile, g[2:4], size=64).images, a.images[2:4])
+    assert any(len(r["semantic_aus"]) >= 2 for r in a.records)
 
 
 def test_closed_eyes_are_painted(profile):
@@ -302,12 +309,13 @@ def test_mouth_interior_shows_teeth_and_a_cavity(profile):
 
 def test_painted_mouths_match_real_smiles(london):
     """Driven by each real smile's own landmarks, the painted interior is about as bright as the real
-    teeth (scripts/stage3_checks.py mouth does all 40)."""
+    teeth (generators.checks.mouth_rows; scripts/stage3_checks.py mouth does all 40)."""
     from fewshot.analysis import Analyzer
+    from generators import checks
 
-    checks = stage3_checks()
     ids = ["002", "009", "030", "114", "134"]
-    df = pd.DataFrame(checks.mouth_rows(ids, checks.london_landmarks(ids, Analyzer(embed=False))))
+    lmc = checks.london_landmarks(ids, Analyzer(embed=False), london=LONDON)
+    df = pd.DataFrame(checks.mouth_rows(ids, lmc, london=LONDON))
     assert len(df) == 5, df
     assert df.rgb_diff.mean() < 35 and (df.real_p90 - df.generated_p90).abs().mean() < 20, df
 
@@ -414,21 +422,11 @@ def test_fit_appearance_learns_only_what_the_mesh_displacement_leaves(profile):
 # -- identity and landmark fidelity on real identities -----------------------------------------------
 
 def _identity_run(ids, n):
-    from generators import design_grid, fit_profile, generate
-    from generators.quality import DlibFeatures, score_images
+    from generators import checks
 
-    feats = DlibFeatures()
-    out = []
-    for i in ids:
-        prof = fit_profile(str(LONDON / "neutral_front" / f"{i}_03.jpg"))
-        grid = design_grid(prof, n=n, strategy="balanced", seed=0)
-        assert grid.yaw.abs().max() <= 30
-        b = generate(prof, grid, size=256)
-        emb = feats.embed(prof.image, feats.detect(prof.image))
-        per, _ = score_images(b.images, b.landmarks, emb, feats)
-        per["id"] = i
-        out.append(per)
-    return pd.concat(out)
+    df = checks.identity_rows(ids, n, london=LONDON)
+    assert df.yaw.abs().max() <= 30
+    return df
 
 
 def test_identity_and_landmark_fidelity_on_london(london):
@@ -450,17 +448,18 @@ def test_generated_smile_is_closer_to_the_real_smile(london):
     """Measure each real smile's head pose and code its expression from its landmarks, learn the AU6
     shading on 16 identities, render 4 held-out people's coded smiles at that pose from their neutral
     photo: closer to their real smiling photo than the neutral photo is, on landmarks and on cheek/eye
-    pixels, each of them (scripts/stage3_checks.py smile does all 40, identity-exclusive 2-fold)."""
+    pixels, each of them (generators.checks.smile_check, which scripts/stage3_checks.py smile runs, does
+    all 40, identity-exclusive 2-fold)."""
     from fewshot.analysis import Analyzer
+    from generators import checks
 
-    checks = stage3_checks()
     det = Analyzer(embed=False)
     test = ["012", "024", "034", "097"]
-    train = [i for i in checks.ids() if i not in test][:16]
-    lmc = checks.london_landmarks(train + test, det)
-    profiles, codes = checks.code_smiles(train + test, lmc)
+    train = [i for i in checks.ids(LONDON) if i not in test][:16]
+    lmc = checks.london_landmarks(train + test, det, london=LONDON)
+    profiles, codes = checks.code_smiles(train + test, lmc, london=LONDON)
     assert all(c[0]["AU06"] >= 1 and c[0]["AU12"] >= 1 for c in codes.values())
-    df = pd.DataFrame(checks.smile_fold(train, test, lmc, profiles, codes, det))
+    df = pd.DataFrame(checks.smile_fold(train, test, lmc, profiles, codes, det, london=LONDON))
     assert (df.lm_learned < df.lm_neutral).all(), df
     assert (df.px_learned < df.px_neutral).all(), df
     assert df.px_learned.mean() < df.px_landmarks_only.mean() < df.px_neutral.mean(), df

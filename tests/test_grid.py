@@ -159,3 +159,149 @@ def test_design_cli_writes_parquet_and_sheet(tmp_path):
     assert bad.exit_code == 2 and "no such file" in bad.output
     bad2 = CliRunner().invoke(app, ["design", "--photo", str(example_photo()), "--out", str(out), "--strategy", "x"])
     assert bad2.exit_code == 2 and "unknown grid strategy" in bad2.output
+
+
+# -- the typed grid ------------------------------------------------------------------------------------
+
+def test_grid_object_round_trips_the_table(profile):
+    from generators import Grid
+    from generators.aus import intensity_level
+
+    df = design_grid(profile, n=30, aus=["AU12", "AU06", "AU17", "AU25"], seed=4)
+    g = Grid.from_table(df)
+    back = g.to_table()
+    assert back.equals(df) and list(back.columns) == list(df.columns) and (back.dtypes == df.dtypes).all()
+    assert back.attrs == df.attrs
+    assert g.aus == ("AU12", "AU06", "AU17", "AU25") and g.intensities.shape == (30, 4)
+    assert g.targets.shape == (30, 68, 2) and g.pose.shape == (30, 3) and g.seeds.dtype == np.int64
+    assert np.array_equal(g.targets[..., 0], df[TX].to_numpy()) and np.array_equal(g.targets[..., 1], df[TY].to_numpy())
+    assert np.array_equal(g.pose, df[["yaw", "pitch", "roll"]].to_numpy())
+    # semantic levels are found by AU name: AU06's channel carries 0.3 x AU12's level when AU12 pulls harder
+    sem06 = g.semantic[:, g.semantic_aus.index("AU06")]
+    lv = {a: intensity_level(g.intensities[:, g.aus.index(a)]) for a in ("AU06", "AU12", "AU17")}
+    assert np.allclose(sem06, np.maximum(lv["AU06"], 0.3 * lv["AU12"])) and (sem06 > lv["AU06"]).any()
+    assert np.allclose(g.semantic[:, g.semantic_aus.index("AU17")], lv["AU17"])
+    assert (g.semantic[:, g.semantic_aus.index("AU04")] == 0).all()
+    # a slice keeps the rows and the record; au_matrix fills AUs outside the design with 0
+    part = g[5:9]
+    assert len(part) == 4 and np.array_equal(part.sample_ids, [5, 6, 7, 8]) and part.source_fingerprint == g.source_fingerprint
+    m = g.au_matrix(["AU01", "AU12"])
+    assert (m[:, 0] == 0).all() and np.array_equal(m[:, 1], df.AU12.to_numpy())
+    assert g.row_aus(0) == {a: float(df.loc[0, a]) for a in g.aus if df.loc[0, a] > 0}
+
+
+def test_semantic_aus_are_one_definition():
+    import generators.appearance as appearance
+    import generators.semantic as semantic
+
+    assert appearance.SEMANTIC_AUS is semantic.SEMANTIC_AUS
+    assert set(appearance.PROCEDURAL) == set(semantic.SEMANTIC_AUS)
+    assert SEM_COLUMNS == [f"sem_{a}" for a in semantic.SEMANTIC_AUS]
+
+
+def test_design_without_au06_still_raises_its_cheeks(profile):
+    """AU12 drives the AU06 channel by name even when AU06 is not designed (no positional sem[:, 0])."""
+    df = design_grid(profile, n=20, aus=["AU17", "AU12"], seed=0)
+    on = df.AU12 > 0
+    assert (df.sem_AU06[on] > 0).all() and (df.sem_AU06[~on] == 0).all()
+    assert (df.sem_AU17[df.AU17 > 0] > 0).all()
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda t: t.assign(AU12=t.AU12 + 7), "AU12 outside 0..5"),
+    (lambda t: t.assign(AU12=-t.AU12 - 1), "AU12 outside 0..5"),
+    (lambda t: t.drop(columns=["tx_3"]), "lacks column.*tx_3"),
+    (lambda t: t.drop(columns=["yaw"]), "lacks column.*yaw"),
+    (lambda t: t.assign(ty_7=np.nan), "non-finite target"),
+    (lambda t: t.rename(columns={"AU12": "AU99"}), "'AU99' is not an AU column.*known AUs"),
+    (lambda t: t.rename(columns={"AU06": "AU6"}), "'AU6' is not an AU column.*rename it 'AU06'"),
+    (lambda t: t.rename(columns={"AU12": "AU12_r"}), "rename it 'AU12'"),
+    (lambda t: t.drop(columns=["AU12"]), "lacks the column.*AU12 of AUs its design lists"),
+    (lambda t: t.assign(sem_AU12=0.5), "'sem_AU12' is not a semantic channel"),
+    (lambda t: t.assign(sem_AU06=3.0), "sem_AU06 outside 0..1"),
+    (lambda t: t.assign(sem_AU17=np.nan), "sem_AU17 outside 0..1"),
+])
+def test_grid_validation_names_the_file_and_the_remedy(profile, edit, match):
+    from generators import Grid
+
+    df = design_grid(profile, n=8, aus=["AU06", "AU12", "AU17"], seed=0)
+    bad = edit(df.copy())
+    bad.attrs = dict(df.attrs)
+    with pytest.raises(ConfigError, match=match) as e:
+        Grid.from_table(bad, path="grids/p1.csv")
+    assert str(e.value).startswith("grids/p1.csv: ") and "\n" not in str(e.value)
+
+
+def test_balance_reads_through_the_grid(profile):
+    from generators import Grid
+
+    df = design_grid(profile, n=40, aus=["AU06", "AU12"], seed=2)
+    a, b = grid_balance(df), grid_balance(Grid.from_table(df))
+    pd.testing.assert_frame_equal(a, b)
+    assert a.set_index("name").loc["AU06", "count"] == (df.AU06 > 0).sum()
+    assert df.attrs["balance"] == a.astype(object).where(a.notna(), None).to_dict("records")
+    # hand-made rows without pose_bin / expression columns: only the AU part
+    rows = df.drop(columns=["pose_bin", "expression"])
+    assert set(grid_balance(rows).kind) == {"au"}
+
+
+def test_grid_records_its_source_photo(tmp_path, profile):
+    from fewshot.data import example_photo
+    from fewshot.io import read_image
+    from generators import source_fingerprint
+
+    df = design_grid(profile, n=6, seed=0)
+    assert df.attrs["source_fingerprint"] == source_fingerprint(read_image(example_photo()))
+    assert df.attrs["source_fingerprint"] != source_fingerprint(read_image(example_photo("smiling")))
+    named = design_grid(fit_profile(example_photo()), n=6, seed=0)
+    from generators.grid import file_sha1
+
+    assert named.attrs["source_sha1"] == file_sha1(example_photo()) and named.attrs["source"] == str(example_photo())
+    assert named.attrs["source_fingerprint"] == df.attrs["source_fingerprint"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_written_grids_keep_their_attrs(tmp_path, profile, suffix):
+    from generators import write_grid
+    from generators.grid import grid_sidecar
+    from generators.store import read_grid
+
+    df = design_grid(profile, n=12, aus=["AU06", "AU12"], seed=1)
+    path = tmp_path / f"grid{suffix}"
+    write_grid(df, path)
+    back = read_grid(path)
+    assert back.attrs["source_fingerprint"] == df.attrs["source_fingerprint"] and back.attrs["seed"] == 1
+    assert np.allclose(back[TX + TY].to_numpy(), df[TX + TY].to_numpy())
+    assert grid_sidecar(path).exists() == (suffix == ".csv")
+    if suffix == ".csv":  # an edited CSV no longer matches its sidecar: its record is not trusted
+        back.iloc[:6].to_csv(path, index=False)
+        assert "source_fingerprint" not in read_grid(path).attrs
+
+
+def test_tile_sheet_spaces_and_captions():
+    from generators import tile_sheet
+
+    images = np.stack([np.full((32, 32, 3), 20 * i, np.uint8) for i in range(10)])
+    sheet = tile_sheet(images, [f"#{i}\nline two" for i in range(10)], n=4, cols=2, tile=64)
+    assert sheet.dtype == np.uint8 and sheet.ndim == 3 and sheet.shape[1] == 2 * 64
+    cell = sheet.shape[0] // 2
+    assert cell > 64  # a caption strip under each tile
+    tiles = [sheet[r * cell:r * cell + 64, c * 64:(c + 1) * 64] for r in range(2) for c in range(2)]
+    assert [int(t[32, 32, 0]) for t in tiles] == [0, 60, 120, 180]  # images 0, 3, 6, 9: evenly spaced, ends included
+    strip = sheet[64:cell, :64]
+    assert strip.min() < 128 and np.median(strip) == 255  # dark text on white
+    assert tile_sheet(images).shape == (2 * 32, 6 * 32, 3)  # all ten, six per row, no captions
+    with pytest.raises(ConfigError, match="uint8"):
+        tile_sheet(images.astype(np.float32))
+    with pytest.raises(ConfigError, match="captions"):
+        tile_sheet(images, ["a"])
+
+
+def test_landmark_sheet_is_built_on_the_tiler(profile):
+    from generators import contact_sheet
+
+    df = design_grid(profile, n=9, aus=["AU06", "AU12"], seed=0)
+    sheet = contact_sheet(profile, df, n=9, tile=128)
+    assert sheet.dtype == np.uint8 and sheet.shape[1] == 3 * 128 and sheet.shape[0] > 3 * 128
+    green = (sheet[..., 1] > 200) & (sheet[..., 0] < 100)
+    assert green.sum() > 500  # the targets are drawn

@@ -222,3 +222,80 @@ def test_au_fidelity_sees_rendered_aus(tmp_path, profile):
     assert r.exit_code == 0, r.output
     assert "AU12" in r.output and "au_macro_auc" in r.output
     assert pd.read_csv(tmp_path / "q_au.csv").au.tolist() == ["AU06", "AU12", "AU25", "AU26"]
+
+
+# -- the grid's source photo -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def other_profile():
+    from fewshot.data import example_photo
+    from generators import fit_profile
+
+    return fit_profile(example_photo("smiling"))
+
+
+def test_grid_of_another_photo_is_refused_unless_allowed(tmp_path, profile, other_profile, grid):
+    from fewshot.errors import ConfigError
+    from generators import open_synthetic, synthesize
+
+    out = tmp_path / "x.h5"
+    with pytest.raises(ConfigError) as e:
+        synthesize(other_profile, grid, out, size=64, chunk=8, progress=False, grid_path="g.parquet", contact_sheet=False)
+    msg = str(e.value)
+    assert msg.startswith("g.parquet: designed on") and "london_001_smiling.jpg" in msg and "--allow-other-source" in msg
+    assert "\n" not in msg and not out.exists()
+    rep = synthesize(other_profile, grid.iloc[:8], out, size=64, chunk=8, progress=False, contact_sheet=False, allow_other_source=True)
+    assert rep.chunks_rendered == 1 and open_synthetic(out).attrs["grid_source"] == grid.attrs["source"]
+    # the same photo passes, whatever the path it was read from (the fingerprint is of the pixels)
+    synthesize(profile, grid.iloc[:8], tmp_path / "ok.h5", size=64, chunk=8, progress=False, contact_sheet=False)
+
+
+def test_grid_without_a_record_is_judged_by_its_targets(tmp_path, profile, other_profile, grid):
+    from fewshot.errors import ConfigError
+    from generators import Grid, synthesize
+    from generators.grid import TARGET_OFFSET_LIMIT, target_offset
+
+    bare = grid.iloc[:8].copy()
+    bare.attrs = {}  # a CSV written without its sidecar, or an older grid
+    assert target_offset(Grid.from_table(bare), profile) < TARGET_OFFSET_LIMIT / 4
+    assert target_offset(Grid.from_table(bare), other_profile) > 2 * TARGET_OFFSET_LIMIT
+    with pytest.raises(ConfigError, match="do not fit the face in .*london_001_smiling.jpg.*--allow-other-source"):
+        synthesize(other_profile, bare, tmp_path / "x.h5", size=64, chunk=8, progress=False, contact_sheet=False)
+    synthesize(profile, bare, tmp_path / "ok.h5", size=64, chunk=8, progress=False, contact_sheet=False)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_cli_synthesize_refuses_the_wrong_photo(tmp_path, grid, suffix):
+    from cli import app
+    from fewshot.data import example_photo
+    from generators import write_grid
+
+    gp = tmp_path / f"grid{suffix}"
+    write_grid(grid.iloc[:4], gp)
+    args = ["synthesize", "--grid", str(gp), "--out", str(tmp_path / "p.h5"), "--size", "64", "--chunk", "4", "--no-progress"]
+    r = CliRunner().invoke(app, args + ["--photo", str(example_photo("smiling"))])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "london_001_smiling.jpg" in r.output and "--allow-other-source" in r.output
+    assert "designed on" in r.output  # decided by the recorded fingerprint, CSV (sidecar) and parquet alike
+    assert not (tmp_path / "p.h5").exists()
+    r = CliRunner().invoke(app, args + ["--photo", str(example_photo("smiling")), "--allow-other-source"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, args[:4] + [str(tmp_path / "same.h5")] + args[5:] + ["--photo", str(example_photo())])
+    assert r.exit_code == 0, r.output
+
+
+def test_store_contact_sheet_is_evenly_spaced_tiles(tmp_path, profile, grid):
+    from fewshot.io import read_image
+    from generators import synthesize
+    from generators.store import write_contact_sheet
+
+    out = tmp_path / "s.h5"
+    synthesize(profile, grid, out, size=64, chunk=8, progress=False, contact_sheet=False)
+    png = write_contact_sheet(out, max_images=6, out=tmp_path / "six.png")
+    sheet = read_image(png)
+    assert sheet.shape[1] == 6 * 128 and 128 < sheet.shape[0] < 2 * 128  # one row of six tiles with captions under them
+    with h5py.File(out, "r") as f:
+        import cv2
+
+        last = cv2.resize(f["images"][19], (128, 128), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(sheet[:128, 5 * 128:].astype(int) - last).mean() < 3  # the last sample ends the sheet

@@ -32,12 +32,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from au_models import base_model_path
 from au_models.checkpoint import load_checkpoint, save_checkpoint
+from generators.sheet import au_caption, tile_sheet
 
 from ..errors import CheckpointError, ConfigError
-from ..io import atomic_path, write_image
+from ..io import write_image
 from .config import AdaptConfig
 from .person import PersonSet, References, analyse_references, base_sets, build_person_set, labelled_frames_set
 from .strategies import STRATEGIES, AdaptRun, Outcome
@@ -225,7 +227,8 @@ def write_outputs(result: AdaptResult, out_dir: str | os.PathLike, replay: dict 
         _plot_curves(result.curves, tmp / "curves.png", f"{result.report.strategy['name']} (plasticity {result.report.config['strategy']['plasticity']})")
         person = result.person
         if person is not None and person.images is not None and len(person.images):
-            write_image(tmp / "synthetic.png", _contact_sheet(person.images, person.grid, person.grid_aus))
+            captions = [au_caption({a: row[a] for a in person.grid_aus}) for _, row in person.grid.iterrows()]
+            write_image(tmp / "synthetic.png", tile_sheet(person.images, captions, n=24, cols=6))
         if stages is not None:
             stages.mark("write outputs")
             result.report.stages = stages.rows
@@ -242,29 +245,9 @@ def write_outputs(result: AdaptResult, out_dir: str | os.PathLike, replay: dict 
     return result.checkpoint
 
 
-def _contact_sheet(images: np.ndarray, grid: pd.DataFrame, aus, n: int = 24, cols: int = 6) -> np.ndarray:
-    import cv2
-
-    idx = np.unique(np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int))
-    S = images.shape[1]
-    rows = int(np.ceil(len(idx) / cols))
-    sheet = np.full((rows * (S + 16), cols * S, 3), 255, np.uint8)
-    for k, i in enumerate(idx):
-        r, c = divmod(k, cols)
-        sheet[r * (S + 16) : r * (S + 16) + S, c * S : (c + 1) * S] = images[i]
-        on = [a[2:] for a in aus if a in grid and grid[a].iloc[i] >= 1]
-        label = ("AU " + ",".join(on)) if on else "neutral"
-        cv2.putText(sheet, label[: S // 6], (c * S + 2, r * (S + 16) + S + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
-    return sheet
-
-
 def _plot_curves(curves: pd.DataFrame, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig = Figure(figsize=(9, 3.4))  # no pyplot: no global figure state, no backend switch
+    a1, a2 = fig.subplots(1, 2)
     step = np.arange(len(curves))
     a1.plot(step[1:], curves["loss"].iloc[1:], "o-", color="k")
     a1.set_xlabel("epoch (all experiences)")
@@ -282,7 +265,6 @@ def _plot_curves(curves: pd.DataFrame, path: Path, title: str) -> None:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _jsonable(x):

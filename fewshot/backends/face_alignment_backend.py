@@ -8,6 +8,8 @@ face_alignment/api.py). No embeddings.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import BackendUnavailableError, MissingWeightsError
@@ -35,11 +37,15 @@ class FaceAlignmentBackend(FaceBackend):
         except ImportError as e:
             raise BackendUnavailableError(f"face-alignment backend needs the face-alignment package ({e}); run: pip install face-alignment") from None
         try:
-            state = torch.load(str(path), map_location=device, weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location=device, weights_only=True)
             net = FAN(4)
             net.load_state_dict(state)
         except Exception as e:  # noqa: BLE001 - any failure here means the file is not FAN weights
-            raise MissingWeightsError(f"face-alignment backend: {path} is not a 2D-FAN-4 state dict ({e}); get {FAN_SOURCE}") from None
+            # only the exception's name: torch's text is lines of weights_only advice that do not apply
+            raise MissingWeightsError(f"face-alignment backend: {path} is not a 2D-FAN-4 state dict ({type(e).__name__}); "
+                                      f"get {FAN_SOURCE}") from None  # fmt: skip
         self._torch = torch
         self._utils = fa_utils
         self._net = net.eval().to(device)
