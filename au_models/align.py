@@ -22,6 +22,7 @@ import numpy as np
 
 from fewshot.crop import warp_crop
 from fewshot.landmarks import N_POINTS, STABLE
+from fewshot.pose import mean_face_3d
 
 MIN_POINTS = 3
 
@@ -45,8 +46,6 @@ class AlignConfig:
 
 def canonical_template(config: AlignConfig = AlignConfig()) -> np.ndarray:
     """(68, 2) float64 template in crop pixels: the mean face's frontal (x, y) scaled into the crop."""
-    from fewshot.pose import mean_face_3d
-
     pts = mean_face_3d()[:, :2]
     lo, hi = pts.min(0), pts.max(0)
     s = config.face_width * config.crop_size / (hi[0] - lo[0])

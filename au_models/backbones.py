@@ -23,6 +23,8 @@ from torch import nn
 from fewshot.errors import CheckpointError, MissingWeightsError
 from fewshot.registry import Registry
 
+from .align import AlignConfig, canonical_template
+
 BACKBONES: Registry[nn.Module] = Registry("backbone")
 
 _MEAN = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
@@ -127,8 +129,6 @@ class GeometryAppearance(nn.Module):
 
     def __init__(self, crop_size: int = 112, bins: int = 8, hidden: int = 256, out_dim: int = 256, dropout: float = 0.2) -> None:
         super().__init__()
-        from .align import AlignConfig, canonical_template
-
         self.config = dict(crop_size=crop_size, bins=bins, hidden=hidden, out_dim=out_dim, dropout=dropout)
         self.crop_size, self.bins = crop_size, bins
         self.register_buffer("template", torch.tensor(canonical_template(AlignConfig(crop_size=crop_size)), dtype=torch.float32), persistent=False)

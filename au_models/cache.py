@@ -30,7 +30,9 @@ from typing import Sequence
 
 import numpy as np
 
+from fewshot.analysis import Analyzer
 from fewshot.errors import ConfigError, InputError
+from fewshot.landmarks import STABLE
 
 from .align import AlignConfig, align_faces, canonical_template, template_hash
 from .heads import EXPRESSIONS
@@ -190,8 +192,6 @@ def build_cache(
             from tqdm import tqdm
 
             bar = tqdm(total=n, initial=done, desc=f"align {frames.name}", unit="face", file=sys.stderr, dynamic_ncols=True)
-        from fewshot.landmarks import STABLE
-
         skipped: list[str] = []
         for start in range(done, n, CHUNK):
             rows = range(start, min(n, start + CHUNK))
@@ -208,8 +208,6 @@ def build_cache(
                 have = np.isfinite(lm[STABLE]).all(1).sum()
                 if landmarks == "detect" or (landmarks == "auto" and have < 3):
                     if analyzer is None:
-                        from fewshot.analysis import Analyzer
-
                         analyzer = Analyzer(embed=False, track=False)
                     lm = _detect_landmarks(img, analyzer)
                 imgs.append(img)

@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import fewshot
 from fewshot.errors import CheckpointError
 from fewshot.io import atomic_path
+from fewshot.landmarks import STABLE
 
 from .align import AlignConfig, canonical_template, template_hash
 from .model import AUModel
@@ -38,14 +40,10 @@ MODEL_FILE = "model.pt"  # the model inside a `fewshot adapt` output folder
 
 
 def versions() -> dict[str, str]:
-    import fewshot
-
     return {"fewshot": fewshot.__version__, "torch": str(torch.__version__), "numpy": np.__version__, "python": platform.python_version()}
 
 
 def preprocessing_meta(align: AlignConfig) -> dict:
-    from fewshot.landmarks import STABLE
-
     tpl = canonical_template(align)
     return {**align.to_dict(), "template": tpl.round(4).tolist(), "template_hash": template_hash(tpl), "points": STABLE.tolist()}
 

@@ -21,7 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fewshot.analysis import FACE_COLUMNS, Analyzer, face_row, failed_row
+from fewshot.errors import NoFaceError
+from fewshot.io import FrameSource
+
 from .align import align_faces
+from .checkpoint import load_checkpoint
 from .model import AUModel, fused_for_inference
 
 
@@ -38,8 +43,6 @@ class Predictor:
 
     def __init__(self, model: AUModel | str | os.PathLike, threshold: float = 0.5, threads: int | None = None) -> None:
         if not isinstance(model, AUModel):
-            from .checkpoint import load_checkpoint
-
             model, self.meta = load_checkpoint(model)
         else:
             self.meta = {}
@@ -89,10 +92,6 @@ def predict(
     :class:`fewshot.analysis.Analyzer` (default: ``backend`` with tracking, no embeddings).
     Raises NoFaceError when no frame of the input holds a face.
     """
-    from fewshot.analysis import FACE_COLUMNS, Analyzer, _face_row, _failed_row
-    from fewshot.errors import NoFaceError
-    from fewshot.io import FrameSource
-
     pred = Predictor(model, threshold)
     analyzer = analyzer or Analyzer(backend=backend, faces=faces, embed=False)  # type: ignore[arg-type]
     src = FrameSource(input, keep_unreadable=True)
@@ -121,16 +120,16 @@ def predict(
     n_faces = 0
     for frame in it:
         if frame.error:  # a corrupt photo of a folder: a success=0 row saying why
-            rows.append(_failed_row(frame))
+            rows.append(failed_row(frame))
             prev = None
             continue
         found = analyzer.analyze_frame(frame, prev)
         prev = found[0] if found else None
         if not found:
-            rows.append(_failed_row(frame))
+            rows.append(failed_row(frame))
         for f in found:
             pend_row.append(len(rows))
-            rows.append(_face_row(f))
+            rows.append(face_row(f))
             pend_img.append(frame.image)
             pend_lm.append(f.landmarks)
             n_faces += 1

@@ -32,7 +32,7 @@ from fewshot.landmarks import MIRROR
 
 from .cache import AlignedSet
 from .losses import AULoss, expression_targets, occurrence_targets, positive_weights
-from .metrics import au_metrics, summarize
+from .metrics import au_metrics, per_subject_metrics, summarize
 from .model import AUModel, to_tensor
 
 
@@ -47,7 +47,9 @@ class TrainConfig:
     seed: int = 0
     weight_decay: float = 1e-4
     patience: int = 5
-    intensity_weight: float = 0.5
+    # AULoss's intensity term is ((prediction - label) / 5)^2: 6.25 weighs small errors as 0.5 x smooth-L1
+    # on the 0..5 scale did before the base and adaptation losses became one
+    intensity_weight: float = 6.25
     expression_weight: float = 1.0
     augment: bool = True
     jitter_px: float = 4.0
@@ -149,8 +151,6 @@ def _labels_for(model: AUModel, data: AlignedSet) -> tuple[np.ndarray, np.ndarra
 
 def evaluate(model: AUModel, data: AlignedSet, threshold: float = 0.5, by_subject: bool = False) -> pd.DataFrame:
     """:func:`au_metrics` of the model on ``data`` (one row per AU; per subject too if ``by_subject``)."""
-    from .metrics import per_subject_metrics
-
     pred = predict_set(model, data)
     occ, inten = _labels_for(model, data)
     if by_subject:

@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fewshot.errors import InputError
+from fewshot.io import atomic_path, write_table
+
 CONFIG = ["dataset", "k", "generator", "strategy", "plasticity"]
 UNIT = ["fold", "subject", "seed"]
 RESULT_COLUMNS = [*CONFIG, *UNIT, "cell_id", "au", "f1", "f1_base", "f1_other", "f1_other_base", "tp", "fp", "fn", "tp_base", "fp_base", "fn_base"]
@@ -28,8 +31,6 @@ SHOWN_AUS = ("AU06", "AU17")  # appearance-driven AUs the synthesis conditions e
 
 def load_results(path: str | os.PathLike) -> pd.DataFrame:
     """A results table from .parquet or .csv (ConfigError-free: a missing file raises InputError)."""
-    from fewshot.errors import InputError
-
     p = Path(path)
     if p.is_dir():
         p = p / "results.parquet"
@@ -199,8 +200,6 @@ def plot_curve(curve: pd.DataFrame, path: str | os.PathLike) -> Path:
 def _save(fig, path) -> Path:
     import matplotlib.pyplot as plt
 
-    from fewshot.io import atomic_path
-
     p = Path(path)
     with atomic_path(p) as tmp:
         fig.savefig(tmp, format=p.suffix.lstrip(".") or "png", dpi=120)
@@ -211,8 +210,6 @@ def _save(fig, path) -> Path:
 def write_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write summary, per-AU, forgetting and curve tables (CSV + Markdown), the two figures (PNG) and
     ``report.md`` gathering them into ``out_dir``. Returns name -> path."""
-    from fewshot.io import atomic_path, write_table
-
     df = results if isinstance(results, pd.DataFrame) else load_results(results)
     out = Path(out_dir)
     tables = {"summary": summary_table(df), "per_au": per_au_table(df), "forgetting": forgetting_table(df), "curve": curve_table(df)}

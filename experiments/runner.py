@@ -58,13 +58,18 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
-from fewshot.errors import ConfigError, Interrupted
-
+from au_models.align import AlignConfig
+from au_models.cache import build_cache
+from au_models.checkpoint import load_checkpoint
 from fewshot.adaptation import STRATEGIES, AdaptConfig
 from fewshot.adaptation.config import NO_SYNTHESIS, flatten
+from fewshot.errors import ConfigError, Interrupted
+from fewshot.io import atomic_path, write_table
 from generators.render import GENERATORS
 
-from .protocol import CELL_KINDS, PROTOCOL_DEFAULTS, cell_id
+from .datasets import load_dataset
+from .protocol import CELL_KINDS, PROTOCOL_DEFAULTS, cell_id, run_cell
+from .train import cache_path, fold_subjects, train_base
 
 # set by the grid's axes (strategies, plasticity, seeds, generators) and the runner: not in `adapt:`
 AXIS_KEYS = ("strategy.name", "strategy.plasticity", "seed", "synthesis.generator", "loop.threads", "analysis.reference_frames")
@@ -268,9 +273,6 @@ def validate(config: ExperimentConfig) -> Plan:
 
 
 def _validate(config: ExperimentConfig) -> Plan:
-    from experiments.datasets import load_dataset
-    from experiments.train import fold_subjects
-
     if config.cell not in CELL_KINDS:
         raise ConfigError(f"cell: unknown cell kind {config.cell!r}; choose one of: {', '.join(CELL_KINDS.names())}")
     known = _strategy_names()
@@ -383,12 +385,6 @@ def prepare(plan: Plan, run_dir: Path, progress: bool = False) -> None:
     given). Each step is skipped when its output exists (train_base and build_cache resume)."""
     import warnings
 
-    from au_models.align import AlignConfig
-    from au_models.cache import build_cache
-    from au_models.checkpoint import load_checkpoint
-    from experiments.train import _cache_path, train_base
-    from fewshot.io import write_table
-
     config = plan.config
     tr = dict(config.base["train"])
     for spec in config.datasets:
@@ -405,7 +401,7 @@ def prepare(plan: Plan, run_dir: Path, progress: bool = False) -> None:
                 cache = run_dir / "cache" / f"{spec.name}_{align.crop_size}px_{_file_hash(ck)}.h5"
             else:
                 align = AlignConfig(crop_size=int(tr["crop_size"]))
-                cache = _cache_path(frames, run_dir / "cache", align.crop_size)
+                cache = cache_path(frames, run_dir / "cache", align.crop_size)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 build_cache(frames, cache, align, progress=progress)
@@ -427,8 +423,6 @@ def execute_cell(kind: str, cell: dict, context: dict) -> pd.DataFrame:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from experiments.protocol import run_cell
-
     return run_cell(cell, context, kind)
 
 
@@ -469,8 +463,6 @@ def _read_cell(path: Path) -> pd.DataFrame | None:
 
 
 def _finish(run_dir: Path, cid: str, df: pd.DataFrame, backend: str) -> None:
-    from fewshot.io import write_table
-
     df = df.copy()
     df["backend"] = backend
     write_table(df, _cell_file(run_dir, cid))
@@ -568,8 +560,6 @@ def _run_ray(plan: Plan, todo: list[int], run_dir: Path, workers: int, progress:
 def collect(run_dir: str | os.PathLike, ids: list[str] | None = None) -> pd.DataFrame:
     """One table of the finished cells (those of ``ids``, default every cell file), without duplicates;
     written to ``results.parquet`` and ``results.csv`` in ``run_dir``."""
-    from fewshot.io import write_table
-
     run_dir = Path(run_dir)
     files = sorted((run_dir / "cells").glob("*.parquet")) if ids is None else [_cell_file(run_dir, c) for c in ids]
     parts = [df for df in map(_read_cell, files) if df is not None]
@@ -613,8 +603,6 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     (out / "cells").mkdir(exist_ok=True)
     import yaml
-
-    from fewshot.io import atomic_path, write_table
 
     with atomic_path(out / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(cfg.source, sort_keys=False))

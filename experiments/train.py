@@ -22,7 +22,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from fewshot.errors import ConfigError
+from au_models.align import AlignConfig
+from au_models.metrics import summarize
+from fewshot.errors import ConfigError, Interrupted
+from fewshot.io import write_table
+
+from .datasets import load_dataset
 
 FOLDS = (1, 2, 3)
 
@@ -71,7 +76,8 @@ def fold_subjects(frames, fold: int, seed: int = 0) -> tuple[list[str], list[str
     return sorted(set(subjects) - set(test)), test
 
 
-def _cache_path(frames, cache_dir: Path, crop_size: int) -> Path:
+def cache_path(frames, cache_dir: Path, crop_size: int) -> Path:
+    """Where the aligned cache of ``frames`` at ``crop_size`` px lives under ``cache_dir`` (keyed by name, root and size)."""
     key = hashlib.sha1(f"{frames.name}:{Path(frames.root).resolve()}:{len(frames.table)}:{crop_size}".encode()).hexdigest()[:10]
     return cache_dir / f"{frames.name}_{crop_size}px_{key}.h5"
 
@@ -104,20 +110,17 @@ def train_base(
     """
     import torch
 
-    from au_models.align import AlignConfig
     from au_models.cache import build_cache, load_aligned
     from au_models.checkpoint import save_checkpoint, versions
-    from au_models.metrics import summarize
     from au_models.model import AUModel
     from au_models.train import TrainConfig, evaluate, replay_buffer, subject_split, train
-    from experiments.datasets import load_dataset
 
     folds = parse_folds(fold)
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir else out.parent / "cache"
     frames = load_dataset(dataset, root, **(dataset_options or {}))
     align = AlignConfig(crop_size=crop_size)
-    cache = build_cache(frames, _cache_path(frames, cache_dir, crop_size), align, progress=progress)
+    cache = build_cache(frames, cache_path(frames, cache_dir, crop_size), align, progress=progress)
     data = load_aligned(cache)
     aus = list(frames.aus)
     intensity_aus = list(frames.intensity_aus) if intensity else []
@@ -130,7 +133,12 @@ def train_base(
         torch.manual_seed(seed)
         model = AUModel(backbone, aus, intensity_aus, align=align, backbone_config=backbone_config)
         path = out if len(folds) == 1 else out.with_name(f"{out.stem}_fold{k}{out.suffix}")
-        res = train(model, fit, val, cfg, checkpoint_dir=cache_dir / f"run_{path.stem}")
+        state = cache_dir / f"run_{path.stem}"
+        try:
+            res = train(model, fit, val, cfg, checkpoint_dir=state)
+        except KeyboardInterrupt:
+            raise Interrupted(f"{path}: not written; the training state after the last finished epoch is kept in {state}; "
+                              "run the same command again to resume") from None
         hist = res.history.assign(fold=k)
         histories.append(hist)
         summary: dict = {}
@@ -153,8 +161,6 @@ def train_base(
         ckpts.append(path)
     metrics = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     per_subject = pd.concat(subj_tables, ignore_index=True) if subj_tables else pd.DataFrame()
-    from fewshot.io import write_table
-
     if len(metrics):
         write_table(metrics, out.with_name(f"{out.stem}.metrics.csv"))
         write_table(per_subject, out.with_name(f"{out.stem}.subjects.csv"))

@@ -237,17 +237,17 @@ class Analyzer:
             n_frames += 1
             if frame.error:
                 failed.append(frame.index)
-                rows.append(_failed_row(frame))
+                rows.append(failed_row(frame))
                 prev = None
                 continue
             found = self.analyze_frame(frame, prev)
             prev = found[0] if found else None
             if not found:
                 failed.append(frame.index)
-                rows.append(_failed_row(frame))
+                rows.append(failed_row(frame))
             for f in found:
                 faces.append(f)
-                rows.append(_face_row(f))
+                rows.append(face_row(f))
             if overlay_dir is not None:
                 write_image(Path(overlay_dir) / f"frame_{frame.index:06d}.png", draw_faces(frame.image, found))
         if require_face and not faces:
@@ -260,7 +260,8 @@ class Analyzer:
         return AnalysisResult(table, faces, n_frames, self.backend.name, self.backend.embedding_name if self.embed else None, str(path), src.fps, failed)
 
 
-def _face_row(f: Face) -> dict:
+def face_row(f: Face) -> dict:
+    """One row of the :data:`FACE_COLUMNS` table for a found face (landmarks in source px, pose in radians)."""
     row = {"frame": f.frame, "face_id": f.face_id, "timestamp": f.timestamp, "confidence": f.confidence, "success": 1}
     for i in range(N_POINTS):
         row[f"x_{i}"] = f.landmarks[i, 0]
@@ -274,7 +275,8 @@ def _face_row(f: Face) -> dict:
     return row
 
 
-def _failed_row(frame: Frame) -> dict:
+def failed_row(frame: Frame) -> dict:
+    """The success=0 row of the :data:`FACE_COLUMNS` table for a frame without a usable face (NaN landmarks)."""
     row = {c: np.nan for c in FACE_COLUMNS}
     row.update(frame=frame.index, face_id=0, timestamp=frame.timestamp, confidence=0.0, success=0, sharpness=0.0, source=Path(frame.source).name,
                error=frame.error)  # fmt: skip

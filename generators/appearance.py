@@ -38,11 +38,14 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from fewshot.analysis import Analyzer
 from fewshot.crop import prescale, transform_scale
-from fewshot.errors import InputError
+from fewshot.errors import InputError, NoFaceError
+from fewshot.io import IMAGE_EXTENSIONS, atomic_path, read_image
 from fewshot.landmarks import apply_affine, interocular
 
 from . import warp as W
+from .aus import intensity_level
 from .semantic import SEMANTIC_AUS
 
 CANONICAL = 256
@@ -293,8 +296,6 @@ class AppearanceModel:
         return mesh_displacements(sem, iod)
 
     def save(self, path: str | Path) -> None:
-        from fewshot.io import atomic_path
-
         arrays = {f"shading_{k}": v.astype(np.float32) for k, v in self.learned_shading.items()}
         meta = {**self.meta, "texture_scale": self.texture_scale, "canonical": CANONICAL}
         with atomic_path(path) as tmp:
@@ -372,8 +373,6 @@ def fit_appearance(
     """
     if not pairs:
         raise InputError("fit_appearance needs at least one (without, with) pair of photos")
-    from .aus import intensity_level
-
     levels = np.broadcast_to(np.asarray(intensity, float), (len(pairs),))
     if not (levels > 0).all():
         raise InputError(f"fit_appearance: every pair needs {au} on (intensity > 0), got {levels.min():g}")
@@ -413,8 +412,6 @@ def fit_appearance(
 def pair_photos(without: str | Path, with_: str | Path) -> list[tuple[str, Path, Path]]:
     """Match photos of two folders by identity: the file name up to its first '_' (the London Set's
     ``001_03.jpg`` / ``001_08.jpg``), else the whole stem. Returns (identity, without, with) sorted."""
-    from fewshot.io import IMAGE_EXTENSIONS
-
     def index(d: Path) -> dict[str, Path]:
         if not d.is_dir():
             raise InputError(f"{d}: not a folder of photos")
@@ -458,10 +455,6 @@ def fit_appearance_from_folders(
     """:func:`fit_appearance` on photo pairs matched by :func:`pair_photos` (optionally only
     ``identities``); ``intensity``: one FACS value for all pairs or {identity: value};
     ``landmarks`` may supply precomputed (68, 2) landmarks keyed by file path."""
-    from fewshot.analysis import Analyzer
-    from fewshot.errors import NoFaceError
-    from fewshot.io import read_image
-
     if au not in SEMANTIC_AUS:
         raise InputError(f"--au must be one of {', '.join(sorted(SEMANTIC_AUS))}, not {au!r}")
     pairs = pair_photos(without, with_)

@@ -36,6 +36,21 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from fewshot.analysis import Analyzer
+from fewshot.crop import warp_crop
+from fewshot.io import read_image
+from fewshot.landmarks import INNER_LIPS, STABLE, aligned_error, apply_affine, similarity_transform
+
+from .appearance import fit_appearance_from_folders, region_masks
+from .aus import intensity_level
+from .grid import design_grid
+from .mouth import inner_mouth_mask
+from .profile import code_expression, fit_profile
+from .quality import DlibFeatures, score_images
+from .render import WarpGenerator, generate
+from .store import contact_sheet_image
+from .warp import crop_transform
+
 ROOT = Path(__file__).resolve().parents[1]
 LONDON = Path(os.environ.get("FEWSHOT_SHARED", ROOT.parent / "shared")) / "data" / "frl_london"
 SIZE = 256
@@ -55,8 +70,6 @@ def ids(london: str | os.PathLike | None = None) -> list[str]:
 
 def london_landmarks(identities, analyzer, london: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """{photo path: (68, 2) landmarks, px} of the neutral and smiling photos of ``identities``."""
-    from fewshot.io import read_image
-
     root, out = _root(london), {}
     for i in identities:
         for kind, sub in (("03", "neutral_front"), ("08", "smiling_front")):
@@ -67,8 +80,6 @@ def london_landmarks(identities, analyzer, london: str | os.PathLike | None = No
 
 def landmarks_cache(cache: str | os.PathLike = LANDMARKS_CACHE, london: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """:func:`london_landmarks` of all identities, kept in ``cache`` (.npz) after the first call."""
-    from fewshot.analysis import Analyzer
-
     cache = Path(cache)
     if cache.exists():
         d = np.load(cache)
@@ -94,10 +105,6 @@ def smile_row(profile, aus: dict[str, float], sem_au06: float, landmarks: np.nda
 
 def aligned(img: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The aligned SIZE crop of a photo (area-filtered, as the generator renders) and its landmarks."""
-    from fewshot.crop import warp_crop
-    from fewshot.landmarks import apply_affine
-    from generators.warp import crop_transform
-
     M = crop_transform(lm, SIZE)
     return warp_crop(img, M, SIZE), apply_affine(M, lm)
 
@@ -105,8 +112,6 @@ def aligned(img: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def in_neutral_frame(profile, landmarks: np.ndarray) -> np.ndarray:
     """Another photo's landmarks moved into the profile photo's frame (similarity on the stable points):
     targets that reenact that photo's expression from the neutral one."""
-    from fewshot.landmarks import STABLE, apply_affine, similarity_transform
-
     return apply_affine(similarity_transform(landmarks[STABLE], profile.landmarks[STABLE]), landmarks)
 
 
@@ -131,8 +136,6 @@ def steady_landmarks(det, img: np.ndarray, fallback: np.ndarray, shifts=JITTER) 
 
 
 def region_mask() -> np.ndarray:
-    from generators.appearance import region_masks
-
     m = region_masks()
     return (np.maximum.reduce([m["cheeks"], m["infraorbital"], m["crows_feet"], m["eyes"]]) > 0.3).astype(np.float32)
 
@@ -166,9 +169,6 @@ def code_smiles(identities, lmc, step: float = 1.0, au6: float | None = None, to
     ``au6``: hold AU6 at this intensity and code only AU12 and AU25; ``tolerance``: code the least
     intense combination within this landmark error (IOD) of the best one (see ``code_expression``);
     ``match_pose``: code (and later render) at the real smile's measured head pose."""
-    from fewshot.io import read_image
-    from generators import code_expression, fit_profile
-
     root = _root(london)
     profiles, codes = {}, {}
     for i in identities:
@@ -189,12 +189,6 @@ def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, 
     """Learn the AU6 shading on ``train``, render each ``test`` identity's coded smile; one row each.
     Landmarks are compared with stage 2's measure (similarity-aligned on the stable points, / IOD);
     ``save``: a folder for neutral | generated | real triptychs."""
-    from fewshot.io import read_image
-    from fewshot.landmarks import aligned_error
-    from generators.appearance import fit_appearance_from_folders
-    from generators.aus import intensity_level
-    from generators.render import WarpGenerator
-
     root = _root(london)
 
     def redetect(img, fallback):
@@ -272,10 +266,6 @@ def identity_rows(identities, n: int = 200, on_identity: Callable[[str, pd.DataF
     """Per generated image of a balanced ``n``-sample grid of each identity: dlib identity distance to
     the source photo (``identity_ok`` = below 0.6), landmarks re-detected vs rendered targets (/ IOD),
     ``detected``; with ``id``, ``yaw``, ``pitch`` (degrees)."""
-    from generators import design_grid, fit_profile
-    from generators.quality import DlibFeatures, score_images
-    from generators.render import generate
-
     root = _root(london)
     feats = DlibFeatures()
     out = []
@@ -309,12 +299,6 @@ def identity_by_yaw(df: pd.DataFrame) -> pd.DataFrame:
 
 def au_intensity_sheet(identities=("001", "012", "024"), tile: int = 160, london: str | os.PathLike | None = None) -> np.ndarray:
     """AU6 and AU17 at 0, A, C, E for each identity at its own pose: one uint8 RGB contact sheet."""
-    from fewshot.io import read_image
-    from generators import fit_profile
-    from generators.aus import intensity_level
-    from generators.render import generate
-    from generators.store import contact_sheet_image
-
     root = _root(london)
     tiles, labels = [], []
     for i in identities:
@@ -343,12 +327,6 @@ def mouth_rows(identities, lmc, tiles: list | None = None, london: str | os.Path
     neutral photo: mean |RGB| difference inside the inner-lip curve, and the brightness of each
     (90th percentile and mean of the grey level: teeth and cavity). Smiles whose lips barely part
     (fewer than 30 px inside at 256) are skipped. ``tiles`` collects real | generated mouth crops."""
-    from fewshot.io import read_image
-    from fewshot.landmarks import INNER_LIPS
-    from generators import fit_profile
-    from generators.mouth import inner_mouth_mask
-    from generators.render import WarpGenerator
-
     root = _root(london)
     g = WarpGenerator()
     rows = []

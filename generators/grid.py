@@ -340,9 +340,15 @@ def _drop_exclusive(inten: np.ndarray, aus: Sequence[str], rng: np.random.Genera
     return inten
 
 
+def _rows_needed(n: int | None) -> None:
+    if n is None:
+        raise ConfigError("--n 0 means the full design, which only the factorial strategy has; pass --n N or --strategy factorial")
+
+
 @GRID_STRATEGIES.register("balanced", "each AU on in `on_share` of the rows of every pose bin, intensities A-E equally")
 def _balanced(n: int, aus: Sequence[str], n_bins: int, rng: np.random.Generator, on_share: float = 0.5,
               intensities: Sequence[float] = (1, 2, 3, 4, 5), **_) -> tuple[np.ndarray, np.ndarray]:
+    _rows_needed(n)
     if not 0.0 <= on_share <= 1.0:
         raise ConfigError(f"on_share must be in [0, 1], not {on_share}")
     levels = np.asarray(intensities, float)
@@ -434,8 +440,14 @@ def chow_liu_tree(joint: np.ndarray) -> tuple[list[int], np.ndarray]:
 
 @GRID_STRATEGIES.register("cooccurrence", "AUs drawn to follow a co-occurrence matrix (learned from labels, or EMFACS defaults)")
 def _cooccurrence(n: int, aus: Sequence[str], n_bins: int, rng: np.random.Generator, cooccurrence: np.ndarray | None = None,
-                  intensities: Sequence[float] = (1, 2, 3, 4, 5), **_) -> tuple[np.ndarray, np.ndarray]:
+                  intensities: Sequence[float] = (1, 2, 3, 4, 5), motion=None, **_) -> tuple[np.ndarray, np.ndarray]:
+    _rows_needed(n)
     k = len(aus)
+    if cooccurrence is None and motion is not None and motion.cooccurrence is not None:  # learned by `fewshot fit-motion`
+        idx = [motion.index(a) for a in aus]
+        learned = motion.cooccurrence[np.ix_(idx, idx)]
+        if not np.isnan(learned).any():
+            cooccurrence = learned
     J = default_cooccurrence(aus) if cooccurrence is None else np.asarray(cooccurrence, float)
     if J.shape != (k, k) or np.isnan(J).any():
         raise ConfigError(f"co-occurrence matrix must be {k}x{k} over {', '.join(aus)} without gaps (got {J.shape})")
@@ -498,19 +510,13 @@ def design_grid(
     bins = _parse_bins(DEFAULT_POSE_BINS if pose_bins is None else pose_bins)
     if n is not None and n < 1:
         raise ConfigError(f"--n must be at least 1, not {n}")
-    if n is None and strategy != "factorial":
-        raise ConfigError("--n 0 means the full design, which only the factorial strategy has; pass --n N or --strategy factorial")
     if "cooccurrence" in options and options["cooccurrence"] is None:
         options.pop("cooccurrence")
-    if strategy == "cooccurrence" and "cooccurrence" not in options and profile.motion.cooccurrence is not None:
-        idx = [profile.motion.index(a) for a in aus]
-        learned = profile.motion.cooccurrence[np.ix_(idx, idx)]
-        if not np.isnan(learned).any():
-            options["cooccurrence"] = learned
     for a in aus:
         profile.motion.index(a)  # every AU needs a motion field
     strat_ss, pose_ss, seed_ss = np.random.SeedSequence(seed).spawn(3)
-    bin_idx, inten = GRID_STRATEGIES.get(strategy)(n, aus, len(bins), np.random.default_rng(strat_ss), **options)
+    # each strategy takes what it needs (e.g. 'cooccurrence' the motion model's learned matrix)
+    bin_idx, inten = GRID_STRATEGIES.get(strategy)(n, aus, len(bins), np.random.default_rng(strat_ss), motion=profile.motion, **options)
     n_rows = len(bin_idx)
     prng = np.random.default_rng(pose_ss)
     angles = bins[bin_idx] + np.column_stack([

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fewshot.errors import ConfigError, InputError
+from fewshot.io import atomic_path
 from fewshot.landmarks import N_POINTS, STABLE, apply_affine, interocular, similarity_transform
 from fewshot.pose import mean_face_3d
 
@@ -160,8 +161,6 @@ class MotionModel:
         return shapes
 
     def save(self, path: str | Path) -> None:
-        from fewshot.io import atomic_path
-
         arrays = {"aus": np.array(self.aus), "fields": self.fields, "source": np.array(self.source)}
         if self.cooccurrence is not None:
             arrays["cooccurrence"] = self.cooccurrence
@@ -338,8 +337,6 @@ def fit_motion_table(table, prior: MotionModel | None = None, ridge: float = 1.0
     Each subject's neutral face is the median of its frames with every labelled AU at 0 (if it has
     none: its 10% least active frames); frames with an unknown label or missing landmarks are dropped.
     """
-    from fewshot.landmarks import N_POINTS as NP
-
     prior = prior or default_motion_model()
     aus = [a for a in prior.aus if (a in table or f"{a}_int" in table)]
     inten_all = label_intensities(table, aus)
@@ -348,8 +345,8 @@ def fit_motion_table(table, prior: MotionModel | None = None, ridge: float = 1.0
     if not aus:
         raise ConfigError("the data set table holds no labels for any AU of the vocabulary")
     inten_all = inten_all[:, keep_aus]
-    lx = table[[f"lm_x_{i}" for i in range(NP)]].to_numpy(float)
-    ly = table[[f"lm_y_{i}" for i in range(NP)]].to_numpy(float)
+    lx = table[[f"lm_x_{i}" for i in range(N_POINTS)]].to_numpy(float)
+    ly = table[[f"lm_y_{i}" for i in range(N_POINTS)]].to_numpy(float)
     lm_all = np.stack([lx, ly], -1)
     rng = np.random.default_rng(seed)
     subjects = []

@@ -17,9 +17,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from fewshot.analysis import AnalysisResult, Analyzer, Face
 from fewshot.errors import ConfigError, NoFaceError
-from fewshot.landmarks import N_POINTS, STABLE, interocular
-from fewshot.pose import HeadPose, camera_matrix, mean_face_3d
+from fewshot.io import FrameSource, read_image
+from fewshot.landmarks import N_POINTS, STABLE, aligned_error, interocular
+from fewshot.pose import HeadPose, camera_matrix, estimate_pose, mean_face_3d
 
 from .motion import MotionModel, default_motion_model
 
@@ -100,8 +102,6 @@ class PersonProfile:
         this person's own 3D shape, so the angle between two photos is not biased by how far the person's
         face differs from the mean face. It fits the stable points (nose, eye corners, the ends of the
         contour), which an expression barely moves; brows and jaw, which it does move, are left out."""
-        from fewshot.pose import estimate_pose
-
         size = self.image_size if image_size is None else image_size
         focal = float(self.camera[0, 0]) if tuple(size) == self.image_size else None
         pose = estimate_pose(np.asarray(landmarks, float), size, self.shape3d, focal, STABLE)
@@ -156,9 +156,6 @@ def fit_profile(
     the mean inter-ocular distance); ``image``, ``landmarks`` and ``pose`` are those of the most frontal
     face, so ``landmarks_for`` at that pose reprojects the *averaged* shape, not the detected points.
     """
-    from fewshot.analysis import AnalysisResult, Analyzer, Face
-    from fewshot.io import FrameSource, read_image
-
     name = ""
     if isinstance(source, (str, os.PathLike)):
         name, image = str(source), None
@@ -250,8 +247,6 @@ def code_expression(
     Returns ({AU: intensity}, normalised landmark error of the best combination).
     """
     from itertools import product
-
-    from fewshot.landmarks import aligned_error
 
     aus = list(aus)
     if not 1 <= len(aus) <= 4:

@@ -25,8 +25,17 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from au_models import base_model_path
+from au_models.metrics import au_metrics, roc_auc
+from fewshot.analysis import Analyzer
+from fewshot.backends.base import FACE_BACKENDS
+from fewshot.crop import warp_crop
 from fewshot.errors import InputError, MissingWeightsError
+from fewshot.io import IMAGE_EXTENSIONS, read_image
 from fewshot.landmarks import normalized_error
+
+from .store import open_synthetic
+from .warp import crop_transform
 
 IDENTITY_THRESHOLD = 0.6
 
@@ -51,8 +60,6 @@ class DlibFeatures:
     name = "dlib128"
 
     def __init__(self) -> None:
-        from fewshot.analysis import Analyzer
-
         self.analyzer = Analyzer(backend="dlib", embed=False, track=False)
         self.backend = self.analyzer.backend
 
@@ -126,12 +133,6 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def align_real(paths: list[Path], size: int, feats: DlibFeatures) -> np.ndarray:
     """Real photos aligned into size x size crops the way the generator aligns (uint8 RGB)."""
-    from fewshot.io import read_image
-
-    from fewshot.crop import warp_crop
-
-    from .warp import crop_transform
-
     out = []
     for p in paths:
         img = read_image(p)
@@ -174,9 +175,7 @@ def au_fidelity(images: np.ndarray, landmarks: np.ndarray, table: pd.DataFrame, 
     """An AU model on generated crops ((N, S, S, 3) uint8, (N, 68, 2) crop px) vs the AUs they were
     rendered with (``table``'s AUxx columns, FACS 0..5). ``model``: a checkpoint (default: the shipped
     base model). Returns (per-AU metrics for the AUs both have, per-image P(AU) columns ``AUxx_p``)."""
-    from au_models import base_model_path
-    from au_models.metrics import au_metrics
-    from au_models.predict import Predictor
+    from au_models.predict import Predictor  # torch
 
     path = Path(model) if model is not None else base_model_path()
     if not path.is_file():
@@ -202,8 +201,6 @@ def au_fidelity(images: np.ndarray, landmarks: np.ndarray, table: pd.DataFrame, 
 def macro_auc(truth: pd.DataFrame, probs: pd.DataFrame, aus: list[str]) -> float:
     """Mean over ``aus`` (columns AUxx of ``truth`` / AUxx_p of ``probs``) of the AUC, skipping AUs with
     one class only."""
-    from au_models.metrics import roc_auc
-
     vals = [roc_auc((truth[a].to_numpy() > 0).astype(int), probs[f"{a}_p"].to_numpy()) for a in aus]
     vals = [v for v in vals if np.isfinite(v)]
     return float(np.mean(vals)) if vals else float("nan")
@@ -222,10 +219,6 @@ def evaluate_quality(
     """Score a synthetic store (see the module doc). ``source``: the photo it was made from (default:
     the store's ``source`` attribute); ``real``: a folder of real face photos for FID/KID;
     ``au_model``: the AU model for AU fidelity (None: the shipped base model; False: skip it)."""
-    from fewshot.io import IMAGE_EXTENSIONS, read_image
-
-    from .store import open_synthetic
-
     s = open_synthetic(path)
     src = Path(source or s.attrs.get("source", ""))
     if not src.is_file():
@@ -297,8 +290,6 @@ def evaluate_quality(
 
 def _arcface(folder: str | Path):
     """ArcFace embedding function from an insightface buffalo_l folder (user-given weights)."""
-    from fewshot.backends.base import FACE_BACKENDS
-
     be = FACE_BACKENDS.create("insightface", weights=str(folder))
 
     def embed(image: np.ndarray):

@@ -16,10 +16,18 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from fewshot.analysis import Analyzer
+from fewshot.crop import warp_crop
 from fewshot.errors import CheckpointError, InputError
+from fewshot.io import atomic_path, read_image
+from fewshot.landmarks import MIRROR
 
+from .appearance import pair_photos
+from .aus import intensity_level
 from .grid import Grid, as_grid
+from .profile import fit_profile
 from .render import GENERATORS, GeneratedBatch, Generator, WarpGenerator
+from .warp import crop_transform
 
 COND_AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU17", "AU25", "AU26")
 GROUPS = [range(17, 27), range(36, 48), range(27, 36), range(48, 68), range(0, 17)]
@@ -135,16 +143,6 @@ def training_pairs(without: str | Path, with_: str | Path, size: int, identities
                    smile_aus: dict[str, float] | None = None):
     """(inputs uint8, landmarks, aus, targets uint8) for refiner training: each 'without' photo warped
     onto its 'with' twin's landmarks (semantic AU6 on), and the twin aligned the same way."""
-    from fewshot.analysis import Analyzer
-    from fewshot.io import read_image
-
-    from .appearance import pair_photos
-    from .aus import intensity_level
-    from .profile import fit_profile
-    from fewshot.crop import warp_crop
-
-    from .warp import crop_transform
-
     aus = smile_aus or {"AU06": 3.0, "AU12": 4.0}  # a posed smile, roughly (the photos carry no AU codes)
     pairs = pair_photos(without, with_)
     if identities is not None:
@@ -191,9 +189,6 @@ def train_refiner(inputs: np.ndarray, landmarks: np.ndarray, aus: np.ndarray, ta
 def _train(inputs, landmarks, aus, targets, out, epochs, batch, lr, seed) -> dict:
     import cv2
     import torch
-
-    from fewshot.io import atomic_path
-    from fewshot.landmarks import MIRROR
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

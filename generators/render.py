@@ -33,7 +33,7 @@ from fewshot.pose import estimate_pose
 from fewshot.registry import Registry
 
 from . import warp as W
-from .appearance import CANONICAL, AppearanceModel, load_appearance
+from .appearance import CANONICAL, N_VARIANTS, PROCEDURAL, AppearanceModel, load_appearance
 from .grid import Grid, as_grid
 from .mouth import FaceColours, eye_openings, mouth_opening, paint_closed_lid, paint_mouth, sample_colours
 
@@ -146,8 +146,6 @@ _INTERIOR_ANCHORS = {1: (36, 39), 2: (42, 45), 3: (60, 64)}
 
 def render_record(aus: dict, sem: dict, appearance: AppearanceModel, mouth_alpha: float, lid_alpha: tuple[float, float], seed: int, generator: str) -> dict:
     """What one sample shows: landmark-driven AUs, semantic appearance AUs and how each was made."""
-    from .appearance import PROCEDURAL, N_VARIANTS
-
     return {
         "generator": generator,
         "seed": int(seed),

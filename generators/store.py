@@ -42,9 +42,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from fewshot import __version__ as fewshot_version
 from fewshot.errors import ConfigError, InputError, Interrupted
+from fewshot.io import check_output_file, write_image
 
 from .grid import TARGET_OFFSET_LIMIT, Grid, as_grid, read_grid_attrs, source_fingerprint, target_offset
+from .profile import fit_profile
 from .render import GENERATORS, records_json
 from .sheet import au_caption, sheet_indices, tile_sheet
 
@@ -91,8 +94,6 @@ def _open_h5(path: Path, mode: str):
 def check_options(out: str | Path, size: int, chunk: int, compression: str | None) -> None:
     """InputError / ConfigError (one line naming ``out``) for options a store cannot be made with;
     called before any work, so a bad option never leaves a stub file behind."""
-    from fewshot.io import check_output_file
-
     check_output_file(out, "--out", "person.h5")
     for option, value, (lo, hi), unit in (("--size", size, SIZE_RANGE, " px (the aligned crop side)"), ("--chunk", chunk, CHUNK_RANGE, " samples")):
         if not lo <= value <= hi:
@@ -168,8 +169,6 @@ def synthesize(
     rendering only chunks whose ``done`` flag is 0. ``stop_after`` renders at most that many chunks
     and returns (used to test resuming). ``compression``: 'gzip' (level 1), 'lzf' or None.
     """
-    from fewshot import __version__
-
     out = Path(out)
     check_options(out, size, chunk, compression)
     compression = None if compression == "none" else compression
@@ -218,7 +217,7 @@ def synthesize(
             "grid": str(grid_path or ""),
             "grid_source": rows.source,
             "seeds": json.dumps({"first": int(rows.seeds[0]), "last": int(rows.seeds[-1]), "count": int(len(np.unique(rows.seeds)))}),
-            "fewshot_version": __version__,
+            "fewshot_version": fewshot_version,
             "appearance": str(appearance or "procedural"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "complete": False,
@@ -440,8 +439,6 @@ def contact_sheet_image(images: np.ndarray, cols: int = 8, tile: int = 128, labe
 def write_contact_sheet(h5_path: str | Path, max_images: int = 48, out: str | Path | None = None) -> Path:
     """PNG of ``max_images`` evenly spaced samples of the store (:func:`generators.sheet.tile_sheet`,
     captioned with sample id, pose and the AUs on), next to it: ``person.h5`` -> ``person_contact.png``."""
-    from fewshot.io import write_image
-
     p = Path(h5_path)
     f = _open_h5(p, "r")
     with f:
@@ -472,8 +469,6 @@ def synthesize_files(
 ) -> SynthesisReport:
     """``fewshot synthesize``: profile the photo (or the clip's best reference frame), read the grid,
     render it into ``out`` (see :func:`synthesize` for the other arguments)."""
-    from .profile import fit_profile
-
     check_options(out, size, chunk, compression)
     if (photo is None) == (clip is None):
         raise ConfigError("pass exactly one of --photo or --clip")

@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plasticity", type=float, default=0.5)
     ap.add_argument("--ids", nargs="*", default=None, help="identities (default: the base model's test identities)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/london_check")
+    ap.add_argument("--write-results", action="store_true", help="replace the london_check block of docs/results.md with this run")
     a = ap.parse_args(argv)
 
     from fewshot.adaptation import AdaptConfig, adapt_person, load_base
@@ -90,6 +91,15 @@ def main(argv=None) -> int:
     md += ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |" for r in summ.itertuples(index=False)]
     (a.out / "summary.md").write_text("\n".join(md) + "\n")
     print(summ.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if a.write_results:
+        from experiments.results_doc import invocation, markdown_table, update_section
+
+        names = {"base": "base model (no adaptation)", "si": "**si** (default)"}
+        rows_md = [[names.get(r.strategy, r.strategy), f"{r.AU12_AUC:.3f}", f"{r.AU06_AUC:.3f}", f"{r.AU12_p_smiling:.3f}",
+                    f"{r.AU12_p_neutral:.3f}", "-" if r.strategy == "base" else f"{r.seconds_per_adapt:.1f}"] for r in summ.itertuples(index=False)]
+        headers = ["strategy", "AU12 AUC", "AU06 AUC", "mean P(AU12) smiling", "mean P(AU12) neutral", "s per adaptation"]
+        note = f"{summ.identities.max()} identities, plasticity {a.plasticity}, seed 0; seconds include concurrent load on the machine."
+        update_section("london_check", markdown_table(headers, rows_md) + "\n\n" + note, command=invocation())
     return 0
 
 

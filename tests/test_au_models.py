@@ -196,7 +196,7 @@ def test_training_learns_a_planted_signal_deterministically():
     data = planted_set()
     fit_s, val_s = subject_split(data.subjects, 0.25, seed=0)
     assert not set(fit_s) & set(val_s)
-    cfg = TrainConfig(epochs=12, lr=5e-3, batch_size=16, seed=0, progress=False, jitter_px=1, jitter_deg=2, intensity_weight=2.0, threads=1)
+    cfg = TrainConfig(epochs=12, lr=5e-3, batch_size=16, seed=0, progress=False, jitter_px=1, jitter_deg=2, intensity_weight=50.0, threads=1)
     res = train(_tiny(), data.by_subjects(fit_s), data.by_subjects(val_s), cfg)
     test = planted_set(seed=1)
     tab = evaluate(res.model, test)

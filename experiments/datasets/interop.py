@@ -17,7 +17,7 @@ import pandas as pd
 from fewshot.errors import ConfigError, DatasetFormatError
 from fewshot.io import atomic_path
 
-from .base import AUFrames, fold_number
+from .base import AUFrames, build_table, fold_number
 
 
 def me_graphau_path(row: pd.Series, dataset: str) -> str:
@@ -61,8 +61,6 @@ def export_me_graphau_lists(frames: AUFrames, out_dir: str | os.PathLike, fold: 
 def read_me_graphau_lists(img_list: str | os.PathLike, label_list: str | os.PathLike, image_root: str | os.PathLike, aus: list[str], name: str = "me-graphau") -> AUFrames:
     """An :class:`AUFrames` of one ME-GraphAU image/label list pair (images under ``image_root``;
     subject, sequence and frame parsed from the relative paths)."""
-    from .base import build_table
-
     img_list, label_list = Path(img_list), Path(label_list)
     paths = [ln.strip() for ln in img_list.read_text().splitlines() if ln.strip()]
     lab_lines = [ln for ln in label_list.read_text().splitlines() if ln.strip()]

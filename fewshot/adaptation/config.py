@@ -23,6 +23,7 @@ from generators.grid import GRID_STRATEGIES
 from generators.render import generator_options
 
 from ..errors import ConfigError, InputError
+from .strategies import STRATEGIES
 
 NO_SYNTHESIS = "none"  # synthesis.generator value: adapt on the real references alone
 
@@ -128,8 +129,6 @@ class AdaptConfig:
 
     def validate(self) -> "AdaptConfig":
         """Check every value (registries, ranges, files) before any work; returns self."""
-        from .strategies import STRATEGIES  # the strategies module imports this one
-
         STRATEGIES.get(self.strategy.name)
         GRID_STRATEGIES.get(self.grid.strategy)
         if self.synthesizes:

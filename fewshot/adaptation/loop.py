@@ -11,10 +11,11 @@ with NaN for unknown labels.
 from __future__ import annotations
 
 import copy
-import logging
+import importlib
 import random
 import sys
 import time
+import types
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ class TensorSet:
         return int(self.x.shape[0])
 
     def avalanche(self):
+        load_avalanche()
         from avalanche.benchmarks.utils import AvalancheDataset
 
         t = torch.zeros(len(self), dtype=torch.long)
@@ -176,21 +178,40 @@ def make_bce_lwf_plugin(teacher: nn.Module, alpha: float, temperature: float, n_
     return BCELwFPlugin()
 
 
-def quiet_avalanche() -> None:
-    """Import Avalanche without its import-time chatter (qpsolvers' 'no QP solver' warning, the
-    'No loggers' notice of a template without loggers)."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", module="avalanche")
-    warnings.filterwarnings("ignore", message=".*QP solver.*")
-    warnings.filterwarnings("ignore", message=".*[Nn]o loggers.*")
-    logging.getLogger("qpsolvers").setLevel(logging.ERROR)
+AVALANCHE_MODULES = (
+    "avalanche.benchmarks.utils", "avalanche.benchmarks.scenarios.dataset_scenario", "avalanche.training.plugins",
+    "avalanche.training.plugins.evaluation", "avalanche.training.storage_policy", "avalanche.training.templates",
+)
+
+
+def load_avalanche() -> None:
+    """Import the Avalanche modules the loop and the strategies use, once, without their import-time
+    side effects: qpsolvers' 'no QP solver' warning, and wandb (which Avalanche imports unconditionally)
+    creating ``*wandb-media`` / ``*wandb-artifacts`` folders in the system temp folder that a killed
+    process leaves behind. wandb is stood in for by an empty module during the import only, so a real
+    ``import wandb`` later in the process is unaffected."""
+    if all(m in sys.modules for m in AVALANCHE_MODULES):
+        return
+    stub = None
+    if "wandb" not in sys.modules:
+        stub = types.ModuleType("wandb")
+        stub.__path__ = []  # a package, so `import wandb.x` fails as ImportError, not AttributeError
+        sys.modules["wandb"] = stub
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name in AVALANCHE_MODULES:
+                importlib.import_module(name)
+    finally:
+        if stub is not None and sys.modules.get("wandb") is stub:
+            del sys.modules["wandb"]
 
 
 def train_streams(strategy: "Strategy", run: "AdaptRun") -> pd.DataFrame:
     """Train ``run.model`` in place on the streams ``strategy`` builds, with its plugins; returns the
     curves table (one row per experience x epoch: stage, epoch, loss, macro F1 on every eval set,
     seconds; row 0 = before adaptation)."""
-    quiet_avalanche()
+    load_avalanche()
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.training.plugins import SupervisedPlugin
     from avalanche.training.plugins.evaluation import EvaluationPlugin
@@ -241,9 +262,12 @@ def train_streams(strategy: "Strategy", run: "AdaptRun") -> pd.DataFrame:
     streams = strategy.streams(run.person, run.base, plasticity, loop)
     bm = benchmark_from_datasets(train=[s.data.avalanche() if s.data is not run.base else base_av for s in streams])
     # one template for all experiences: its clock counts experiences, which EWC/SI key their state on
+    with warnings.catch_warnings():  # "No loggers specified": the curves plugin is our logger
+        warnings.simplefilter("ignore", UserWarning)
+        evaluator = EvaluationPlugin()
     template = SupervisedTemplate(
         model=wrapped, optimizer=optimizer, criterion=criterion, train_mb_size=loop.batch_size, train_epochs=1,
-        plugins=plugins, evaluator=EvaluationPlugin(loggers=[]), device="cpu",
+        plugins=plugins, evaluator=evaluator, device="cpu",
     )
     for stream, exp in zip(streams, bm.train_stream):
         seed_everything(run.seed + 7919 * len(curves))
@@ -251,7 +275,13 @@ def train_streams(strategy: "Strategy", run: "AdaptRun") -> pd.DataFrame:
         for g in optimizer.param_groups:
             g["lr"] = lr * stream.lr_factor
         curve_plugin.stage, curve_plugin.epoch = stream.stage, 0
-        template.train(exp, num_workers=0)
+        # Avalanche 0.6 calls its own deprecated APIs (replay's storage update) and resets the warning
+        # filters as it does: record what training warns, drop Avalanche's deprecations, pass the rest on
+        with warnings.catch_warnings(record=True) as caught:
+            template.train(exp, num_workers=0)
+        for w in caught:
+            if not (issubclass(w.category, DeprecationWarning) and "avalanche" in w.filename):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     for p in run.model.parameters():
         p.requires_grad_(True)
     run.model.eval()

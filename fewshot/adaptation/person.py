@@ -18,12 +18,14 @@ import pandas as pd
 from au_models.align import align_faces
 from au_models.losses import occurrence_targets
 from generators import design_grid, fit_profile, generate, load_motion_model
+from generators.aus import AU_CODES
 
 from ..analysis import Analyzer, Face
 from ..errors import CheckpointError, NoFaceError
 from ..io import FrameSource, read_image
 from ..selection import reference_faces
 from .config import AdaptConfig, AnalysisConfig
+from .loop import tensor_set
 
 
 
@@ -148,8 +150,6 @@ def buffer_targets(buf: dict, n_occ: int, n_int: int) -> np.ndarray:
 
 
 def _grid_aus(model, base_path) -> list[str]:
-    from generators.aus import AU_CODES
-
     aus = [a for a in model.aus if a in set(AU_CODES)]
     if not aus:
         raise CheckpointError(f"{base_path}: incompatible base model: none of its AUs ({', '.join(model.aus)}) can be synthesized; use a model over FACS AUs")
@@ -162,8 +162,6 @@ def build_person_set(references: References, model, meta: dict, config: AdaptCon
     it with the configured generator, align the rendered faces as the model expects and split them into
     training and held-out rows (seeded). Without synthesis (generator 'none') the real references are
     the training rows. ``mark(stage)`` is called after each stage (timings)."""
-    from .loop import tensor_set
-
     aus = list(model.aus)
     threshold = float(meta.get("occurrence_threshold", 1.0))
     if not config.synthesizes:
@@ -197,8 +195,6 @@ def build_person_set(references: References, model, meta: dict, config: AdaptCon
 def base_sets(model, meta: dict):
     """(replay TensorSet or None, validation TensorSet or None, name of the validation source) of the
     base checkpoint's buffers."""
-    from .loop import tensor_set
-
     n_occ, n_int = len(model.aus), len(model.intensity_aus)
     mk = lambda b: tensor_set(model, b["images"], b["landmarks"], buffer_targets(b, n_occ, n_int))  # noqa: E731
     rep, val = meta.get("replay"), meta.get("validation")
@@ -211,8 +207,6 @@ def base_sets(model, meta: dict):
 def labelled_frames_set(model, frames):
     """Real labelled frames of the person (an ``experiments.datasets.AUFrames``) -> TensorSet, aligned
     with their own landmarks (or stage 1's)."""
-    from .loop import tensor_set
-
     t = frames.table
     imgs = [frames.load_image(i) for i in range(len(t))]
     lm = frames.landmarks() if hasattr(frames, "landmarks") else np.full((len(t), 68, 2), np.nan)

@@ -41,7 +41,8 @@ from generators.sheet import au_caption, tile_sheet
 from ..errors import CheckpointError, ConfigError
 from ..io import write_image
 from .config import AdaptConfig
-from .person import PersonSet, References, analyse_references, base_sets, build_person_set, labelled_frames_set
+from .loop import seed_everything, set_metrics
+from .person import PersonSet, References, _grid_aus, analyse_references, base_sets, build_person_set, labelled_frames_set
 from .strategies import STRATEGIES, AdaptRun, Outcome
 
 OUTPUT_FILES = ("model.pt", "report.json", "synthetic.png", "curves.png", "curves.csv")
@@ -121,8 +122,6 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
 
 def adapt(model, meta: dict, person: PersonSet, config: AdaptConfig, eval_sets: dict, progress: bool = False) -> Outcome:
     """Stage 5 proper: the configured strategy adapts ``model`` in place on ``person``."""
-    from .loop import seed_everything
-
     strategy = STRATEGIES.create(config.strategy.name)
     replay, _, _ = base_sets(model, meta)
     crops, lm = person.references.aligned(model)
@@ -150,8 +149,6 @@ def eval_sets_for(model, meta: dict, person: PersonSet, eval_data: Any = None) -
 
 def evaluate(model, eval_sets: dict, aus: list[str]) -> dict:
     """Macro F1 and per-AU F1 / AUC of ``model`` on every evaluation set."""
-    from .loop import set_metrics
-
     return {name: set_metrics(model, data, aus) for name, data in eval_sets.items()}
 
 
@@ -177,8 +174,6 @@ def adapt_person(
     stages = _Stages()
     model, meta, base_path = load_base(base)
     if config.synthesizes:
-        from .person import _grid_aus
-
         _grid_aus(model, base_path)  # an incompatible base model fails before the analysis
     stages.mark("load base model")
     refs = references if isinstance(references, References) else analyse_references(references, config.analysis)

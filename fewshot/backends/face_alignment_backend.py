@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, MissingWeightsError
 from .base import FACE_BACKENDS, Detection, FaceBackend, LandmarkResult, resolve_weights
+from .dlib_backend import DlibBackend
 
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 FAN_SOURCE = "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar"
@@ -50,8 +51,6 @@ class FaceAlignmentBackend(FaceBackend):
         self._utils = fa_utils
         self._net = net.eval().to(device)
         self._device = device
-        from .dlib_backend import DlibBackend
-
         self._boxes = DlibBackend()
 
     def detect(self, image: np.ndarray) -> list[Detection]:
