@@ -1,7 +1,8 @@
 """Stage 4: AU occurrence / intensity and expression models for aligned faces.
 
+    from au_models import base_model_path
     from au_models.predict import predict
-    df = predict("model.pt", "clip.mp4")            # one row per face per frame, AU01_r/_c/_p columns
+    df = predict(base_model_path(), "clip.mp4")      # one row per face per frame, AU01_r/_c/_p columns
 
 Modules (import what you need; this package import stays light):
 
@@ -14,11 +15,26 @@ Modules (import what you need; this package import stays light):
 
 from __future__ import annotations
 
-BASE_MODEL = "data/base.pt"
+from pathlib import Path
+
+# the stage's objects; they need torch, so they load on first use and `import au_models` stays light
+# (the calls `predict` and `train` share their modules' names: `from au_models.predict import predict`)
+_LAZY = {"Predictor": "predict", "AUModel": "model", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+         "TrainConfig": "train"}
 
 
-def base_model_path():
-    """Path of the shipped base model (``au_models/data/base.pt``; it may be absent in a dev checkout)."""
-    from pathlib import Path
-
+def base_model_path() -> Path:
+    """Path of the shipped base model (``au_models/data/base.pt``; it may be absent in a dev checkout).
+    The one place that knows where it lives."""
     return Path(__file__).with_name("data") / "base.pt"
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["base_model_path", *_LAZY]

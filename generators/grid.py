@@ -310,8 +310,8 @@ EXPRESSIONS: dict[str, dict[str, float]] = {
 CONTEMPT_MAX = 2.0  # contempt is a low-intensity (A-B) 12+14
 
 # (n_rows, aus, n_bins, rng, options) -> (bin index (n,), intensities (n, len(aus)))
-Strategy = Callable[..., tuple[np.ndarray, np.ndarray]]
-GRID_STRATEGIES: Registry[Strategy] = Registry("grid strategy")
+GridStrategy = Callable[..., tuple[np.ndarray, np.ndarray]]
+GRID_STRATEGIES: Registry[GridStrategy] = Registry("grid strategy")
 
 
 def _parse_bins(pose_bins) -> np.ndarray:

@@ -328,3 +328,30 @@ def test_out_folder_edges(tiny_base, tmp_path):
     assert r.exit_code == 2 and "--epochs" in r.output and not (tmp_path / "D").exists()
     for res in (r,):
         assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1
+
+
+def test_adapt_is_quiet_and_leaves_nothing_in_temp_when_killed(tiny_base, tmp_path):
+    """No third-party chatter on stderr (qpsolvers' 'no QP solver', Avalanche's 'No loggers' and its own
+    deprecations), and a run killed mid-training leaves nothing in the temp folder (wandb, which
+    Avalanche imports, would create *wandb-media / *wandb-artifacts folders there)."""
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "PYTHONWARNINGS": "default"}
+    (tmp_path / "tmp").mkdir()
+    fast = ["--base", str(tiny_base), "--grid-size", "20", "--render-size", "64"]
+    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "adapt", *fast, "--epochs", "1", "--strategy", "replay", "--out", str(tmp_path / "a")],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr
+    noise = [ln for ln in p.stderr.splitlines() if "epoch" not in ln and "example photo" not in ln]
+    assert noise == [], noise
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "adapt", *fast, "--epochs", "50", "--strategy", "si", "--out", str(tmp_path / "b")],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    t0 = time.time()
+    while time.time() - t0 < 300 and "epoch" not in proc.stderr.readline():
+        pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert os.listdir(tmp_path / "tmp") == []
+    assert not (tmp_path / "b").exists() and not [q for q in tmp_path.iterdir() if q.name.startswith(".b.")]
