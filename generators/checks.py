@@ -21,9 +21,19 @@ the neutral photo itself. Generators: learned AU6 shading, the default procedura
 landmarks only (no semantic appearance), and "reenacted": the learned one driven by the real smile's own
 landmarks instead of the motion model (the generator alone, without the coding step).
 
+``reenactment``: the smile check's "reenacted" path measured as a realism check, for any registered
+generator: each neutral photo driven by its own real smile's landmarks, compared with that smile inside
+the face (PSNR, SSIM; the untouched neutral photo as the baseline), by the FER-2013 judge (P(happy)) and
+by a two-sample test (HOG + logistic regression, identity-grouped 5-fold, ROC AUC: 0.5 when renders
+cannot be told from real smiles).
+
+    faces = {}
+    df = checks.reenactment_rows(ids, lmc, "warp", faces=faces)   # one row per identity
+    checks.realism_summary(df, faces)                              # means, ratio, two-sample AUCs
+
 The London set is read from ``$FEWSHOT_SHARED/data/frl_london`` (default: ``../shared`` beside the
 repository), or the folder passed as ``london=``. Images are uint8 RGB throughout. Importing this module
-loads numpy, pandas and OpenCV only (no torch).
+loads numpy, pandas, OpenCV and scikit-learn only (no torch).
 """
 
 from __future__ import annotations
@@ -35,6 +45,11 @@ from typing import Callable
 import cv2
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from fewshot.analysis import Analyzer
 from fewshot.crop import warp_crop
@@ -43,11 +58,12 @@ from fewshot.landmarks import INNER_LIPS, STABLE, aligned_error, apply_affine, s
 
 from .appearance import fit_appearance_from_folders, region_masks
 from .aus import intensity_level
+from .expression_judge import FER_LABELS, ExpressionJudge, face_box_transform
 from .grid import design_grid
 from .mouth import inner_mouth_mask
 from .profile import code_expression, fit_profile
 from .quality import DlibFeatures, score_images
-from .render import WarpGenerator, generate
+from .render import GENERATORS, Generator, WarpGenerator, generate, generator_options
 from .store import contact_sheet_image
 from .warp import crop_transform
 
@@ -355,3 +371,177 @@ def mouth_sheet(tiles: list, cols: int = 4) -> np.ndarray:
     """The real | generated mouth tiles of :func:`mouth_rows` in rows of ``cols``, uint8 RGB."""
     tiles = tiles + [np.zeros_like(tiles[0])] * (-len(tiles) % cols)
     return np.concatenate([np.concatenate(tiles[k:k + cols], 1) for k in range(0, len(tiles), cols)], 0)
+
+
+# -- self-reenactment realism ------------------------------------------------------------------------
+
+REALISM_BOX = 128  # px: side of the grey face box the two-sample classifier sees (cut as the FER judge cuts its own)
+REALISM_FOLDS = 5
+REALISM_C = 1.0  # the classifier is a judge: its settings are fixed here, never tuned on its verdict
+REALISM_SEEDS = (0, 1, 2, 3, 4)  # shuffled fold assignments, for the AUC's range
+
+
+def face_mask(lm_crop: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """(size, size) bool: inside the convex hull of the 68 landmarks (px in the crop): jaw and brows."""
+    m = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(m, cv2.convexHull(np.round(lm_crop).astype(np.int32)), 1)
+    return m.astype(bool)
+
+
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR (dB, peak 255) of two uint8 RGB images over the three channels of the pixels in ``mask``;
+    inf where they are identical there."""
+    d = a[mask].astype(np.float64) - b[mask].astype(np.float64)
+    mse = float(np.mean(d * d))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, data_range: float = 255.0) -> np.ndarray:
+    """Per-pixel SSIM (Wang et al. 2004: Gaussian window of ``sigma`` px truncated at 3.5 sigma, K1 0.01,
+    K2 0.03, population covariances, borders reflected) of two uint8 RGB images, on their grey levels;
+    (H, W) float64, 1 where the images agree."""
+    ga, gb = (cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2GRAY).astype(np.float64) for x in (a, b))
+    k = 2 * int(3.5 * sigma + 0.5) + 1
+
+    def blur(x):
+        return cv2.GaussianBlur(x, (k, k), sigma, borderType=cv2.BORDER_REFLECT)
+
+    mu_a, mu_b = blur(ga), blur(gb)
+    var_a, var_b, cov = blur(ga * ga) - mu_a ** 2, blur(gb * gb) - mu_b ** 2, blur(ga * gb) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    return (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+
+
+def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of :func:`ssim_map` over ``mask`` (the window still sees the pixels around it)."""
+    return float(ssim_map(a, b)[mask].mean())
+
+
+def face_box(img: np.ndarray, lm: np.ndarray, size: int = REALISM_BOX) -> np.ndarray:
+    """(size, size) uint8 grey face box of a uint8 RGB image, cut from its (68, 2) landmarks (px) by the
+    FER judge's rule (:func:`generators.expression_judge.face_box_transform`)."""
+    return warp_crop(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY), face_box_transform(lm, size), size)
+
+
+def hog_features(boxes, cell: int = 8, block: int = 2, bins: int = 9) -> np.ndarray:
+    """(N, D) HOG descriptors (Dalal and Triggs) of N equally sized uint8 grey boxes: central-difference
+    gradients (0 on the border rows and columns), unsigned orientations in ``bins`` hard bins, the
+    magnitude summed per ``cell`` x ``cell`` px cell / cell area, ``block`` x ``block``-cell blocks a cell
+    apart, each L2-Hys normalised (clip 0.2). The same numbers as ``skimage.feature.hog`` with those
+    settings (OpenCV 5 dropped its HOGDescriptor); 8100 values for a 128 px box."""
+    g = np.asarray(boxes, np.float64)
+    n, h, w = g.shape
+    gr, gc = np.zeros_like(g), np.zeros_like(g)
+    gr[:, 1:-1] = g[:, 2:] - g[:, :-2]
+    gc[:, :, 1:-1] = g[:, :, 2:] - g[:, :, :-2]
+    mag = np.hypot(gc, gr)
+    k = np.minimum((np.rad2deg(np.arctan2(gr, gc)) % 180 // (180 / bins)).astype(int), bins - 1)
+    ch, cw = h // cell, w // cell
+    mag, k = mag[:, :ch * cell, :cw * cell], k[:, :ch * cell, :cw * cell]
+    onehot = (k[..., None] == np.arange(bins)) * mag[..., None]  # (n, H, W, bins)
+    hist = onehot.reshape(n, ch, cell, cw, cell, bins).sum(axis=(2, 4)) / (cell * cell)
+    nb_r, nb_c = ch - block + 1, cw - block + 1
+    blocks = np.stack([hist[:, r:r + nb_r, c:c + nb_c] for r in range(block) for c in range(block)], axis=3)
+    blocks = blocks.reshape(n, nb_r, nb_c, block, block, bins)
+    eps = 1e-5
+    norm = lambda x: x / np.sqrt((x * x).sum(axis=(3, 4, 5), keepdims=True) + eps * eps)  # noqa: E731
+    return norm(np.minimum(norm(blocks), 0.2)).reshape(n, -1)
+
+
+def two_sample_auc(a: np.ndarray, b: np.ndarray, groups_a, groups_b, folds: int = REALISM_FOLDS, C: float = REALISM_C,
+                   seed: int | None = None) -> float:
+    """How well a classifier tells sample ``a`` (N, D) from sample ``b`` (M, D): the ROC AUC of the
+    out-of-fold scores of a standardised L2 logistic regression (``C``), group-exclusive ``folds``-fold
+    cross-validation (GroupKFold: every row of a group, e.g. both photos of one person, in one fold).
+    0.5: indistinguishable; 1: always told apart (and below 0.5 only by chance). ``seed``: shuffle the
+    groups' fold assignment with it (None: GroupKFold's own deterministic balancing)."""
+    x = np.concatenate([np.asarray(a, np.float64), np.asarray(b, np.float64)])
+    y = np.r_[np.ones(len(a), int), np.zeros(len(b), int)]
+    groups = np.r_[np.asarray(groups_a), np.asarray(groups_b)]
+    scores = np.empty(len(x))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+    splitter = GroupKFold(n_splits=min(folds, len(set(groups))), shuffle=seed is not None, random_state=seed)
+    for train, test in splitter.split(x, y, groups):
+        scores[test] = model.fit(x[train], y[train]).decision_function(x[test])
+    return float(roc_auc_score(y, scores))
+
+
+def make_generator(generator="warp", options: dict | None = None) -> Generator:
+    """A generator instance: a name registered in :data:`generators.render.GENERATORS` with its
+    constructor ``options`` (checked by :func:`generator_options`), or an instance as it is."""
+    if isinstance(generator, Generator):
+        return generator
+    return GENERATORS.create(generator, **generator_options(generator, **(options or {})))
+
+
+def reenactment_rows(identities, lmc, generator="warp", options: dict | None = None, judge=None,
+                     faces: dict | None = None, on_row: Callable[[dict], None] | None = None,
+                     london: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Self-reenactment: each neutral photo driven by the landmarks of the same person's real smile (the
+    smile check's "reenacted" variant: those landmarks moved into the neutral photo's frame, rendered at
+    the smile's measured head pose with its FACS codes and AU6 level), compared with that real smile in
+    the same aligned SIZE px crop (the render's crop geometry equals the real one's: same landmarks up to
+    a similarity). One row per identity: ``psnr_rendered`` / ``psnr_neutral`` (dB, RGB) and
+    ``ssim_rendered`` / ``ssim_neutral`` (grey, Gaussian window) inside the hull of the real smile's
+    landmarks, rendered vs real and the untouched neutral photo vs real; ``happy_rendered``,
+    ``happy_real``, ``happy_neutral``: FER-2013 P(happy) of each (:class:`ExpressionJudge`, face box from
+    each crop's own landmarks); ``face_px``; ``geometry_px``: the mean distance (px) of the render's
+    landmarks from the real smile's in the crop (~0: the same geometry); the codes and pose (degrees).
+
+    generator: a registered name (with ``options``) or an instance. ``faces``: a dict that receives, per
+    kind ('real', 'rendered', 'neutral'), the list of grey :func:`face_box` crops in row order, for
+    :func:`realism_summary`'s two-sample test."""
+    gen = make_generator(generator, options)
+    judge = judge or ExpressionJudge()
+    happy = FER_LABELS.index("happy")
+    root = _root(london)
+    profiles, codes = code_smiles(identities, lmc, london=london)
+    rows = []
+    for i in identities:
+        prof, (aus, fit_err, pose) = profiles[i], codes[i]
+        p_smi = root / "smiling_front" / f"{i}_08.jpg"
+        real, real_lm = aligned(read_image(p_smi), lmc[str(p_smi)])
+        neu, neu_lm = aligned(prof.image, prof.landmarks)
+        target = in_neutral_frame(prof, lmc[str(p_smi)])
+        b = gen.render(prof, smile_row(prof, aus, float(intensity_level(aus["AU06"])), target, pose), size=SIZE)
+        rend, rend_lm = b.images[0], b.landmarks[0]
+        mask = face_mask(real_lm)
+        p = judge.probabilities(np.stack([rend, real, neu]), np.stack([rend_lm, real_lm, neu_lm]))[:, happy]
+        row = {"id": i, "generator": gen.name, **aus, "code_error": fit_err, **dict(zip(("yaw", "pitch", "roll"), pose)),
+               "face_px": int(mask.sum()), "geometry_px": float(np.linalg.norm(rend_lm - real_lm, axis=1).mean()),
+               "psnr_rendered": masked_psnr(rend, real, mask), "psnr_neutral": masked_psnr(neu, real, mask),
+               "ssim_rendered": masked_ssim(rend, real, mask), "ssim_neutral": masked_ssim(neu, real, mask),
+               "happy_rendered": float(p[0]), "happy_real": float(p[1]), "happy_neutral": float(p[2])}
+        if faces is not None:
+            for kind, img, lm in (("real", real, real_lm), ("rendered", rend, rend_lm), ("neutral", neu, neu_lm)):
+                faces.setdefault(kind, []).append(face_box(img, lm))
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return pd.DataFrame(rows)
+
+
+def realism_summary(df: pd.DataFrame, faces: dict, folds: int = REALISM_FOLDS, C: float = REALISM_C,
+                    seeds=REALISM_SEEDS) -> pd.DataFrame:
+    """One row of :func:`reenactment_rows`' table and face boxes: the mean PSNR and SSIM (rendered and
+    neutral photo vs the real smile) and how many identities' renders beat their neutral photo on each;
+    mean P(happy) of renders, real smiles and neutral photos and ``happy_ratio`` (rendered / real);
+    ``auc_rendered``: the two-sample AUC (:func:`two_sample_auc` on :func:`hog_features`) of real smiles
+    vs renders, ``auc_neutral``: real smiles vs the neutral photos (the reference: a face that is plainly
+    not the smile), identity-grouped; ``auc_*_lo`` / ``_hi``: their range over the fold assignments
+    shuffled with each of ``seeds``."""
+    ids_ = df.id.to_numpy()
+    real, rend, neu = (hog_features(faces[k]) for k in ("real", "rendered", "neutral"))
+    return pd.DataFrame([{
+        "generator": df.generator.iloc[0], "identities": len(df),
+        "psnr_rendered": df.psnr_rendered.mean(), "psnr_neutral": df.psnr_neutral.mean(),
+        "psnr_better": int((df.psnr_rendered > df.psnr_neutral).sum()),
+        "ssim_rendered": df.ssim_rendered.mean(), "ssim_neutral": df.ssim_neutral.mean(),
+        "ssim_better": int((df.ssim_rendered > df.ssim_neutral).sum()),
+        "happy_rendered": df.happy_rendered.mean(), "happy_real": df.happy_real.mean(), "happy_neutral": df.happy_neutral.mean(),
+        "happy_ratio": df.happy_rendered.mean() / df.happy_real.mean(),
+        "auc_rendered": two_sample_auc(real, rend, ids_, ids_, folds, C),
+        "auc_neutral": two_sample_auc(real, neu, ids_, ids_, folds, C),
+        **{f"auc_{name}_{end}": f([two_sample_auc(real, other, ids_, ids_, folds, C, s) for s in seeds])
+           for name, other in (("rendered", rend), ("neutral", neu)) for end, f in (("lo", min), ("hi", max))},
+        "folds": folds, "C": C, "seeds": len(seeds)}])

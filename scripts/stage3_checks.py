@@ -4,9 +4,10 @@
     python scripts/stage3_checks.py smile                     # generated smile vs real smile, 2-fold -> docs/stage3_smile.csv
     python scripts/stage3_checks.py sheet --out docs/stage3_au_intensities.png
     python scripts/stage3_checks.py mouth                     # painted vs real mouth interiors -> docs/stage3_mouth.csv
+    python scripts/stage3_checks.py reenact --generator warp  # self-reenactment realism -> docs/stage3_reenactment_warp.csv
 
 Add ``--write-results`` to replace the command's section of docs/results.md (``--section`` names it;
-default: the command's name) with the summary it prints. The computations live in
+default: the command's name; for ``reenact``: ``reenactment_<generator>``) with the summary it prints. The computations live in
 :mod:`generators.checks` (the tests run the same functions on a few identities); this file parses,
 calls them, prints and writes.
 """
@@ -14,6 +15,7 @@ calls them, prints and writes.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fewshot.errors import FewshotError  # noqa: E402
 from generators import checks  # noqa: E402
 
 
@@ -100,6 +103,67 @@ def cmd_smile(args) -> None:
               f"pixels closer: {r.pixels_closer / n:.1%} (mean {r.px_mean:.3f} vs {r.px_neutral:.3f}); both {r.both_closer / n:.1%}; "
               f"not closer: {r.not_closer}")
     write_results(args, smile_markdown(summary, Path(args.out).name))
+
+
+def reenact_markdown(summary: pd.DataFrame, csv_name: str) -> str:
+    """The results table of :func:`generators.checks.realism_summary`."""
+    from experiments.results_doc import markdown_table
+
+    r = summary.iloc[0]
+    n = r.identities
+    table = markdown_table(
+        ["measure (inside the face, vs the real smile)", f"`{r.generator}` reenacted", "neutral photo (baseline)", "real smile"],
+        [["PSNR, dB (RGB)", f"**{r.psnr_rendered:.2f}** (higher than the neutral photo for {r.psnr_better}/{n})", f"{r.psnr_neutral:.2f}", "-"],
+         ["SSIM (grey, Gaussian window)", f"**{r.ssim_rendered:.3f}** ({r.ssim_better}/{n})", f"{r.ssim_neutral:.3f}", "-"],
+         ["FER-2013 P(happy), mean", f"**{r.happy_rendered:.3f}** ({r.happy_ratio:.2f} of the real smiles')", f"{r.happy_neutral:.3f}",
+          f"{r.happy_real:.3f}"],
+         [f"two-sample AUC vs real smiles (HOG + logistic regression, C={r.C:g}, identity-grouped {r.folds}-fold; 0.5 = indistinguishable)",
+          f"**{r.auc_rendered:.3f}** ({r.auc_rendered_lo:.3f}-{r.auc_rendered_hi:.3f})", f"{r.auc_neutral:.3f} ({r.auc_neutral_lo:.3f}-{r.auc_neutral_hi:.3f})",
+"-"]])
+    return table + (f"\n\nAUC in brackets: the range over {r.seeds} shuffled fold assignments (seeds 0-{r.seeds - 1}). "
+                     f"Per identity (codes, measured pose, PSNR, SSIM, P(happy)): `{csv_name}`.")
+
+
+def reenact_section(generator: str) -> str:
+    """The results section of one generator's reenactment check ('warp+shading' -> 'reenactment_warp_shading')."""
+    return "reenactment_" + re.sub(r"[^A-Za-z0-9_.-]", "_", generator)
+
+
+def cmd_reenact(args) -> int:
+    t0 = time.time()
+    try:
+        options = dict(o.split("=", 1) for o in args.option)
+    except ValueError:
+        print(f"error: --option takes KEY=VALUE, got {args.option}", file=sys.stderr)
+        return 2
+    out = args.out or str(ROOT / "docs" / f"stage3_{reenact_section(args.generator)}.csv")
+
+    def show(row):
+        print(" ".join(f"{c}={v:.4f}" if isinstance(v, float) else f"{c}={v}" for c, v in row.items()), flush=True)
+
+    faces: dict = {}
+    try:
+        generator = checks.make_generator(args.generator, options)  # a bad name or option fails before any work
+        identities = checks.ids()[args.skip: args.skip + args.ids]
+        if not identities:
+            print(f"error: no London photos in {checks.LONDON / 'neutral_front'} (set FEWSHOT_SHARED)", file=sys.stderr)
+            return 2
+        df = checks.reenactment_rows(identities, checks.landmarks_cache(), generator, faces=faces, on_row=show)
+    except FewshotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    df.round(5).to_csv(out, index=False)
+    summary = checks.realism_summary(df, faces)
+    r = summary.iloc[0]
+    print(f"\n{len(df)} identities, generator {args.generator}, {time.time() - t0:.0f}s -> {out}")
+    print(f"PSNR in the face {r.psnr_rendered:.2f} dB (neutral photo {r.psnr_neutral:.2f}; higher for {r.psnr_better}/{r.identities}); "
+          f"SSIM {r.ssim_rendered:.4f} ({r.ssim_neutral:.4f}; {r.ssim_better}/{r.identities})")
+    print(f"P(happy) rendered {r.happy_rendered:.3f}, real smiles {r.happy_real:.3f} (ratio {r.happy_ratio:.2f}), neutral {r.happy_neutral:.3f}")
+    print(f"two-sample AUC real smile vs rendered {r.auc_rendered:.3f} ({r.auc_rendered_lo:.3f}-{r.auc_rendered_hi:.3f} over "
+          f"shuffled folds); vs neutral photo {r.auc_neutral:.3f} ({r.auc_neutral_lo:.3f}-{r.auc_neutral_hi:.3f})")
+    args.section = args.section or reenact_section(args.generator)
+    write_results(args, reenact_markdown(summary, Path(out).name))
+    return 0
 
 
 def cmd_identity(args) -> None:
@@ -181,8 +245,17 @@ def main() -> None:
     s = sub.add_parser("mouth", parents=[common])
     s.add_argument("--out", default=str(ROOT / "docs" / "stage3_mouth.csv"))
     s.add_argument("--sheet", default=str(ROOT / "docs" / "stage3_mouths.jpg"), help="real | generated mouths ('' = none)")
+    s = sub.add_parser("reenact", parents=[common],
+                       help="self-reenactment realism: neutral photos driven by their own smiles vs the real smiles")
+    s.add_argument("--generator", default="warp", help="a registered generator (`fewshot backends` lists them)")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a constructor option of the generator (e.g. appearance=smile_au06.npz, refiner=r.pt); repeatable")
+    s.add_argument("--ids", type=int, default=40)
+    s.add_argument("--skip", type=int, default=0, help="start after this many identities (sorted)")
+    s.add_argument("--out", default=None, help="per-identity table (default: docs/stage3_reenactment_<generator>.csv)")
     a = ap.parse_args()
-    {"smile": cmd_smile, "identity": cmd_identity, "sheet": cmd_sheet, "mouth": cmd_mouth}[a.cmd](a)
+    commands = {"smile": cmd_smile, "identity": cmd_identity, "sheet": cmd_sheet, "mouth": cmd_mouth, "reenact": cmd_reenact}
+    sys.exit(commands[a.cmd](a) or 0)
 
 
 if __name__ == "__main__":
