@@ -1,7 +1,7 @@
 """Do rendered emotion prototypes read as the emotion? An independent FER-2013 classifier on the London set.
 
     python scripts/expression_check.py [--london ../shared/data/frl_london] [--ids 001 002] [--intensity 4]
-                                       [--generator warp] [--out runs/expression_check] [--write-results]
+                                       [--generator warp] [--out runs/expression_check] [--write-results [--section NAME]]
 
 For each identity, the neutral frontal photo is rendered (``generators.generate``, default ``warp``)
 frontally (yaw = pitch = roll = 0) with each of the six EMFACS emotion prototypes of
@@ -62,7 +62,10 @@ def main(argv=None) -> int:
     ap.add_argument("--generator", default="warp")
     ap.add_argument("--size", type=int, default=256, help="render size (px)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/expression_check")
-    ap.add_argument("--write-results", action="store_true", help="replace the expression_readability block of docs/results.md")
+    ap.add_argument("--write-results", action="store_true", help="replace the --section block of docs/results.md")
+    ap.add_argument("--section", default="expression_readability",
+                    help="docs/results.md block --write-results replaces (give another generator its own, e.g. "
+                         "expression_readability_shading)")
     a = ap.parse_args(argv)
 
     from experiments.results_doc import invocation, markdown_table, update_section
@@ -139,7 +142,7 @@ def main(argv=None) -> int:
           f"read neutral {emo.read_neutral.mean():.3f}; real smiles vs neutrals: P(happy) {smiles.mean():.3f} vs "
           f"{neutrals.mean():.3f}, AUC {real_auc:.3f}; {time.time() - t0:.0f}s")
     if a.write_results:
-        print(update_section("expression_readability", markdown, command=invocation()))
+        print(update_section(a.section, markdown, command=invocation()))
     return 0
 
 

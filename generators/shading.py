@@ -1,0 +1,519 @@
+"""'warp+shading': the warp generator's crops relit by the shading change of the 3D face's expression.
+
+    from generators import generate
+    batch = generate(profile, grid, size=256, generator="warp+shading")   # GeneratedBatch, uint8 RGB
+
+Instead of painting an AU's skin change (the procedural strokes and blotches of
+:mod:`generators.appearance`), the light and shadow of bulges and folds come from geometry: the
+ICT-FaceKit face model (:mod:`generators.facemodel`) fitted to the person, deformed by the row's AUs,
+lit by the photo's own light.
+
+Per profile (:class:`FaceShading`, cached by the generator like the warp's renderer):
+
+* the ICT identity and the source's own expression are fitted to the source landmarks
+  (:func:`generators.facemodel.fit_landmarks`, all shapes but ``mouthClose``): the person's mesh as
+  photographed, its pose, the photo's camera;
+* the light: a 2nd-order spherical-harmonic irradiance (9 coefficients, on luminance, Ramamoorthi &
+  Hanrahan's Lambertian band factors) fitted by Huber-reweighted least squares of the photo's
+  **linear** luminance (sRGB as a 2.2 power; lightly smoothed) at the visible skin vertices against
+  their camera-frame normals, with a ridge towards the best ambient + one distant light (a frontal
+  photo sees too narrow a cone of normals to tell the constant term from the depth term; the free
+  fit invents negative light behind the head, see :func:`fit_sh`). Visible: front-facing (the normal
+  within ``acos(MIN_FACING)`` of the view ray) and nearest in a z-buffer splatted from the projected
+  vertices. Skin: outside the eyes, brows, lips
+  and nostrils, inside the jaw contour and a forehead band (polygons of the 68 landmarks). **Albedo
+  is constant**: the ratio of two shadings under one light does not depend on the albedo, so the
+  albedo only biases the light estimate, where the smoothed luminance as albedo would cancel the very
+  shading that is fitted. Brows, lips and nostrils are left out for that reason; the robust weights
+  take care of moles, beard and stray hair. Grey, not per channel: the ratio multiplies all three.
+
+Per row: the expressive mesh (identity, the source's expression plus the row's AUs through
+:meth:`FaceModel.expression_weights_for_aus`, with :data:`EXTRA_AUS` for the AUs the ICT table lacks)
+and the source's mesh, both at the row's head pose (the ratio is the expression's change of shading
+only; a head turn is not relit); per vertex the ratio ``(shading(expressive normal) + u) /
+(shading(source normal) + u)``, where ``u`` is the light fit's robust residual scale (the light the
+fit does not explain, added to both, so two dark grazing shadings do not make a wild ratio),
+clipped to :data:`RATIO_RANGE`, faded to 1 over :data:`FEATHER_MM` of the mesh border (the outline,
+the mouth opening and the eye openings are the face part's borders) and towards the silhouette
+(:data:`MIN_FACING`, :data:`SILHOUETTE_FADE`). The vertices are projected into the crop (the warp's crop transform), put on
+the warp's face by a similarity of their 68 landmarks onto the rendered landmarks plus the landmark
+residuals interpolated with Gaussian weights (so a fold lands where the warp moved the feature, not
+where the ICT shape would), z-buffered (depth splatted with ``np.minimum.at``, eroded one cell so
+sparse occluders cover their neighbours), splatted and filled by normalized convolution at a cell of
+``1 / CELLS_PER_IOD`` of the inter-ocular distance, faded out where no vertex lands, inside the
+rendered eye and inner-mouth polygons and outside the rendered face outline (:func:`face_outline`:
+ears, neck and hair are the warp's, moved rigidly), and upsampled. The crop is multiplied by ``ratio ** (1 / 2.2)``
+(the ratio scales linear light; the crop is sRGB-ish), kept uint8 RGB. A row whose AUs change no
+shape (no AU, or only AUs without a shape) is the warp's crop unchanged.
+
+The warp's own geometry is unchanged (landmarks, its inner-point displacements for AU6 / AU17, mouth
+interior, eyelids, background); only its semantic skin gain is switched off (:class:`GeometryOnly`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from fewshot.landmarks import (INNER_LIPS, LEFT_BROW, LEFT_EYE, OUTER_LIPS, RIGHT_BROW, RIGHT_EYE, apply_affine, interocular,
+                               similarity_transform)
+
+from .appearance import AppearanceModel
+from .aus import intensity_level
+from .facemodel import FaceModel, fit_landmarks, load_face_model
+from .grid import Grid, as_grid
+from .render import GENERATORS, GeneratedBatch, Generator, WarpGenerator
+from .warp import rotation_of
+
+GAMMA = 2.2  # sRGB as a power law: linear light = (value / 255) ** GAMMA
+RATIO_RANGE = (0.6, 1.4)  # a fold or bulge under one light: a shadow to 60%, a highlight to 140%
+FEATHER_MM = 8.0  # the ratio fades to 1 over this distance (mm, on the mesh) from the mesh border
+CELLS_PER_IOD = 24  # splat cell: 1/24 of the inter-ocular distance (~2.6 mm; the mesh's edges are ~2.8 mm)
+FILL_SIGMA_CELLS = 1.0  # normalized-convolution Gaussian (cells)
+DEPTH_TOLERANCE_MM = 4.0  # a vertex within this of the z-buffer's nearest depth is visible
+MIN_FACING = 0.2  # cosine between normal and view ray below which a vertex counts as a silhouette
+SILHOUETTE_FADE = 0.3  # ... and the ratio reaches its full strength at MIN_FACING + this
+OUTLINE_FADE_CELLS = 1.5  # the ratio fades out across the rendered face outline over this (cells)
+FOREHEAD_IOD = 0.6  # the outline's forehead: this far above the brows (inter-ocular distances)
+RESIDUAL_SIGMA_IOD = 0.3  # width of the landmark-residual interpolation (inter-ocular distances)
+# Light fit: ridge per SH band towards the best ambient + one-light fit (see fit_sh), per sample; the
+# basis values are O(1), so 0.05 lets a band leave the one-light prior where ~5% of a sample's
+# squared residual per coefficient says so.
+SH_RIDGE = (0.05, 0.05, 0.05)
+HUBER_K = 1.345  # Huber threshold (robust standard deviations)
+# AUs of the vocabulary that ICT-FaceKit's README table lacks: expression shapes and their weight as a
+# multiple of the movement level. AU26 (jaw drop) is jawOpen, the shape of AU27 (mouth stretch), at
+# 0.6: the relaxed drop opens the jaw about 60% of the stretched one (FACS: AU26 parts the teeth, AU27
+# stretches the mouth wide). AU25 (lips part) has no jaw movement: mouthLowerDown at 0.3 (the lower
+# lip parts from the upper one; the opening is feathered anyway). AU43 (eyes closed) is eyeBlink at
+# the level (the closed lid of a blink, held). AU23 (lip tightener) is mouthPress (AU24's shape) at
+# 0.5: both narrow the red of the lips; AU23 without pressing them together.
+EXTRA_AUS: dict[str, tuple[tuple[str, float], ...]] = {
+    "AU25": (("mouthLowerDown_L", 0.3), ("mouthLowerDown_R", 0.3)),
+    "AU26": (("jawOpen", 0.6),),
+    "AU43": (("eyeBlink_L", 1.0), ("eyeBlink_R", 1.0)),
+    "AU23": (("mouthPress_L", 0.5), ("mouthPress_R", 0.5)),
+}
+
+
+# -- spherical harmonics ---------------------------------------------------------------------------
+
+_BAND = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])
+_BAND_FACTOR = np.array([np.pi, 2 * np.pi / 3, np.pi / 4])[_BAND]  # Lambertian irradiance (Ramamoorthi-Hanrahan)
+
+
+def sh_basis(normals: np.ndarray) -> np.ndarray:
+    """(n, 9) irradiance basis of unit normals (n, 3): real SH up to order 2 times the Lambertian band
+    factors, so ``basis @ coefficients`` is the shading of a unit-albedo surface."""
+    x, y, z = normals[:, 0], normals[:, 1], normals[:, 2]
+    return np.stack([
+        np.full_like(x, 0.282095), 0.488603 * y, 0.488603 * z, 0.488603 * x,
+        1.092548 * x * y, 1.092548 * y * z, 0.315392 * (3 * z * z - 1), 1.092548 * x * z, 0.546274 * (x * x - y * y),
+    ], axis=1) * _BAND_FACTOR
+
+
+def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(V, 3) unit area-weighted vertex normals of a mesh (vertices (V, 3), triangles (F, 3) with
+    ``(b - a) x (c - a)`` pointing out of the surface)."""
+    a, b, c = vertices[triangles[:, 0]], vertices[triangles[:, 1]], vertices[triangles[:, 2]]
+    fn = np.cross(b - a, c - a)  # length = 2 x area: area weighting
+    n = len(vertices)
+    idx = triangles.T.ravel()
+    out = np.stack([np.bincount(idx, np.tile(fn[:, k], 3), minlength=n) for k in range(3)], axis=1)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def _light_directions(step_deg: float = 3.0) -> np.ndarray:
+    """(n, 3) unit directions towards the light over the camera-facing hemisphere (z < 0: towards
+    the camera) and a little beyond it (up to 100 degrees from the view axis)."""
+    out = [np.array([0.0, 0.0, -1.0])]
+    for th in np.radians(np.arange(step_deg, 100.0 + 1e-9, step_deg)):
+        k = max(int(round(2 * np.pi * np.sin(th) / np.radians(step_deg))), 6)
+        ph = np.arange(k) * 2 * np.pi / k
+        out.append(np.c_[np.sin(th) * np.cos(ph), np.sin(th) * np.sin(ph), np.full(k, -np.cos(th))])
+    return np.vstack(out)
+
+
+def one_light_sh(normals: np.ndarray, values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(9,) SH radiance coefficients of the best non-negative ambient + one distant light (weighted
+    least squares of ``values`` on the irradiance of normals (n, 3)), the direction searched on a
+    3-degree grid of :func:`_light_directions`. A light that exists: irradiance >= 0 everywhere."""
+    w = np.ones(len(values)) if weights is None else weights
+    B = sh_basis(normals)
+    dirs = _light_directions()
+    D = (sh_basis(dirs) / _BAND_FACTOR).T  # (9, m): radiance coefficients of a unit delta light
+    ambient = np.zeros(9)
+    ambient[0] = 0.282095 * 4 * np.pi  # unit radiance from every direction (irradiance pi)
+    a = B @ ambient  # (n,)
+    d = B @ D  # (n, m)
+    # 2x2 weighted normal equations of [a, d_j] per direction j
+    saa, sad, sdd = (w * a * a).sum(), (w * a) @ d, w @ (d * d)
+    say, sdy = (w * a * values).sum(), (w * values) @ d
+    det = saa * sdd - sad * sad
+    amb = np.where(det > 1e-12, (sdd * say - sad * sdy) / np.maximum(det, 1e-12), 0.0)
+    inten = np.where(det > 1e-12, (saa * sdy - sad * say) / np.maximum(det, 1e-12), 0.0)
+    # where the pair leaves the non-negative quadrant, the best light on its edge (no ambient)
+    edge = (amb < 0) | (inten < 0)
+    inten = np.where(edge, np.maximum(sdy / np.maximum(sdd, 1e-12), 0.0), inten)
+    amb = np.where(edge, 0.0, amb)
+    cost = (w * values * values).sum() - 2 * (amb * say + inten * sdy) + amb * amb * saa + 2 * amb * inten * sad + inten * inten * sdd
+    j = int(np.argmin(cost))
+    return amb[j] * ambient + inten[j] * D[:, j]
+
+
+def fit_sh(normals: np.ndarray, values: np.ndarray, ridge: tuple[float, float, float] = SH_RIDGE,
+           iterations: int = 5) -> tuple[np.ndarray, float]:
+    """(9,) irradiance coefficients (radiance SH; :func:`sh_basis` gives the shading) and the robust
+    residual scale (linear luminance, what the light does not explain): least squares
+    of ``values`` (n,) (linear luminance, constant albedo) on the basis of ``normals`` (n, 3), with a
+    ridge per band towards :func:`one_light_sh` and Huber reweighting.
+
+    A frontal photo sees normals within ~70 degrees of the view axis only, where the constant term and
+    the depth term are nearly collinear: the free fit trades them and invents light from behind. The
+    ridge pulls every coefficient the data leave loose towards a light that exists (ambient + one
+    distant light), and keeps the nine terms where the data ask for them."""
+    B = sh_basis(normals)
+    w = np.ones(len(values))
+    lam = np.asarray(ridge, float)[_BAND] * len(values)
+    c = np.zeros(9)
+    for _ in range(iterations):
+        prior = one_light_sh(normals, values, w)
+        Bw = B * w[:, None]
+        c = np.linalg.solve(B.T @ Bw + np.diag(lam), Bw.T @ values + lam * prior)
+        r = values - B @ c
+        s = 1.4826 * float(np.median(np.abs(r - np.median(r)))) + 1e-9
+        a = np.abs(r) / (HUBER_K * s)
+        w = np.where(a <= 1, 1.0, 1.0 / np.maximum(a, 1e-12))
+    r = values - B @ c
+    return c, 1.4826 * float(np.median(np.abs(r - np.median(r))))
+
+
+# -- splatting -------------------------------------------------------------------------------------
+
+def zbuffer_visible(cells: np.ndarray, depth: np.ndarray, grid: tuple[int, int], tolerance: float = DEPTH_TOLERANCE_MM) -> np.ndarray:
+    """(n,) bool: points (integer cells (n, 2) x, y inside ``grid`` (h, w)) within ``tolerance`` of the
+    nearest depth splatted into their cell or a neighbouring one (the z-buffer is eroded by one cell
+    so that a sparse occluder still covers the cells between its points)."""
+    h, w = grid
+    flat = cells[:, 1] * w + cells[:, 0]
+    zbuf = np.full(h * w, np.inf, np.float32)
+    np.minimum.at(zbuf, flat, depth.astype(np.float32))
+    zbuf = cv2.erode(zbuf.reshape(h, w), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
+    return depth <= zbuf.ravel()[flat] + tolerance
+
+
+def splat_fill(cells: np.ndarray, values: np.ndarray, weights: np.ndarray, grid: tuple[int, int],
+               sigma: float = FILL_SIGMA_CELLS) -> tuple[np.ndarray, np.ndarray]:
+    """Normalized convolution of weighted point values on a (h, w) grid: (filled values, coverage).
+    ``blur(value * weight) / blur(weight)``; coverage is ``blur(weight)`` over the blur of one point per
+    cell (about 1 inside a densely sampled area, 0 far from any point)."""
+    h, w = grid
+    flat = cells[:, 1] * w + cells[:, 0]
+    num = np.bincount(flat, values * weights, minlength=h * w).reshape(h, w).astype(np.float32)
+    den = np.bincount(flat, weights, minlength=h * w).reshape(h, w).astype(np.float32)
+    num = cv2.GaussianBlur(num, (0, 0), sigma)
+    den = cv2.GaussianBlur(den, (0, 0), sigma)
+    return num / np.maximum(den, 1e-6), den
+
+
+def _polygon_mask(grid: tuple[int, int], polygons: list[np.ndarray]) -> np.ndarray:
+    m = np.zeros(grid, np.uint8)
+    cv2.fillPoly(m, [np.round(p * 16).astype(np.int32) for p in polygons], 1, cv2.LINE_AA, shift=4)
+    return m.astype(bool)
+
+
+def face_outline(landmarks: np.ndarray) -> np.ndarray:
+    """(27, 2) polygon of a face (68 landmarks): the jaw contour, closed over the forehead
+    ``FOREHEAD_IOD`` above the brows. The warp renders ears, neck and hair from the photo, moved
+    rigidly or by the outline extras: the ratio stays inside the face the landmarks describe."""
+    lm = np.asarray(landmarks, float)
+    up = lm[27] - lm[8]
+    up /= max(np.linalg.norm(up), 1e-6)
+    return np.vstack([lm[0:17], (lm[17:27] + FOREHEAD_IOD * float(interocular(lm)) * up)[::-1]])
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def linear_luminance(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) float32 linear luminance in 0..1 of a uint8 RGB image (BT.601 grey, sRGB as a power)."""
+    lut = ((np.arange(256) / 255.0) ** GAMMA).astype(np.float32)
+    return lut[cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)]
+
+
+def skin_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: skin of a face (68 landmarks, px) for the light fit: inside the jaw contour and a
+    forehead band of 0.35 inter-ocular distances above the brows, outside the eyes, brows, lips and
+    nostrils (each grown by a margin)."""
+    lm = np.asarray(landmarks, float)
+    iod = float(interocular(lm))
+    up = lm[27] - lm[8]
+    up /= max(np.linalg.norm(up), 1e-6)
+    brows = lm[17:27]
+    face = np.vstack([lm[0:17], (brows + 0.35 * iod * up)[::-1]])
+    keep = _polygon_mask(shape, [face])
+    cut = np.zeros(shape, np.uint8)
+    m = max(int(round(0.06 * iod)), 1)
+    for ring in (lm[RIGHT_EYE], lm[LEFT_EYE], lm[OUTER_LIPS]):
+        cv2.fillPoly(cut, [np.round(ring).astype(np.int32)], 1)
+    for brow in (lm[RIGHT_BROW], lm[LEFT_BROW]):
+        cv2.polylines(cut, [np.round(brow).astype(np.int32)], False, 1, max(int(round(0.12 * iod)), 1))
+    nostrils = np.vstack([lm[31:36], lm[[35, 33, 31]] + 0.08 * iod * (-up)])
+    cv2.fillPoly(cut, [np.round(cv2.convexHull(nostrils.astype(np.float32))[:, 0]).astype(np.int32)], 1)
+    cut = cv2.dilate(cut, np.ones((2 * m + 1, 2 * m + 1), np.uint8))
+    return keep & ~cut.astype(bool)
+
+
+def _sample(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    mx = points[:, 0].astype(np.float32).reshape(-1, 1)
+    my = points[:, 1].astype(np.float32).reshape(-1, 1)
+    return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[:, 0]
+
+
+# -- per person --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class FaceShading:
+    """One person's lit face model (see the module doc), ready to compute per-row shading ratios.
+
+    vertices: (V, 3) mm, head frame: the fitted identity with the source's expression (face part);
+    expression_basis: (E, V, 3) mm, the model's shapes on those vertices; base_expression: (E,);
+    normals: (V, 3) of ``vertices``; feather: (V,) 0 at the mesh border .. 1 beyond ``FEATHER_MM``;
+    light: (9,) :func:`sh_basis` coefficients in the camera frame (linear luminance);
+    to_profile: (3, 3) rotation from the model's head frame to the profile's (row poses are the
+    profile's); translation: (3,) mm; camera: 3x3; landmark_index: (68,) into ``vertices``;
+    residual_weights: (V, 68) rows summing to 1; unexplained: the light fit's robust residual scale
+    (linear luminance), added to both shadings of a ratio; fit_error_px: mean landmark reprojection error;
+    light_samples: vertices the light was fitted on.
+    """
+
+    model: FaceModel
+    vertices: np.ndarray
+    expression_basis: np.ndarray
+    base_expression: np.ndarray
+    triangles: np.ndarray
+    normals: np.ndarray
+    feather: np.ndarray
+    light: np.ndarray
+    to_profile: np.ndarray
+    translation: np.ndarray
+    camera: np.ndarray
+    landmark_index: np.ndarray
+    residual_weights: np.ndarray
+    unexplained: float
+    fit_error_px: float
+    light_samples: int
+
+    def expression_weights(self, aus: dict[str, float]) -> np.ndarray:
+        """(E,) the source's expression plus the row's AUs (FACS 0..5), each shape within 0..1.
+        AUs without a shape in the model's table go through :data:`EXTRA_AUS`; the others are ignored."""
+        model = self.model
+        known = {}
+        extra = np.zeros(model.n_expressions)
+        for au, v in aus.items():
+            if au in EXTRA_AUS:
+                level = float(intensity_level(float(v)))
+                for name, k in EXTRA_AUS[au]:
+                    i = model.expression_index(name)
+                    extra[i] = max(extra[i], k * level)
+            elif au in model.au_to_expressions:
+                known[au] = v
+        w = np.maximum(model.expression_weights_for_aus(known), extra)
+        return np.clip(self.base_expression + w, 0.0, 1.0)
+
+    def ratio(self, aus: dict[str, float], pose_deg: np.ndarray, to_crop: np.ndarray, crop_landmarks: np.ndarray,
+              out_shape: tuple[int, int]) -> np.ndarray | None:
+        """(h, w) float32 shading ratio of one row in its output image, or None where the row changes
+        no shape (ratio 1 everywhere). ``pose_deg``: (yaw, pitch, roll) degrees; ``to_crop``: 2x3 from
+        source-image px to the output's px; ``crop_landmarks``: (68, 2) the rendered landmarks there."""
+        dw = self.expression_weights(aus) - self.base_expression
+        active = np.flatnonzero(np.abs(dw) > 1e-6)
+        if not len(active):
+            return None
+        expressive = self.vertices + np.tensordot(dw[active], self.expression_basis[active], axes=1)
+        normals_e = vertex_normals(expressive, self.triangles)
+        R = rotation_of(*pose_deg) @ self.to_profile
+        cam = expressive @ R.T + self.translation
+        n_e, n_0 = normals_e @ R.T, self.normals @ R.T
+        # what the fitted light does not explain (interreflection, subsurface, model error) is light
+        # too: added to both shadings, it keeps a ratio of two dark grazing shadings from exploding
+        s_e = np.maximum(sh_basis(n_e) @ self.light, 0.0) + self.unexplained
+        s_0 = np.maximum(sh_basis(n_0) @ self.light, 0.0) + self.unexplained
+        ratio = np.clip(s_e / np.maximum(s_0, 1e-6), *RATIO_RANGE)
+        facing = -(n_e * cam).sum(1) / np.linalg.norm(cam, axis=1)  # cosine of normal and view ray
+        # towards the silhouette the ratio fades to 1: the warp's outline is the detector's contour,
+        # not the model's, and a grazing surface's projection is the least certain
+        delta = (ratio - 1.0) * self.feather * _smoothstep((facing - MIN_FACING) / SILHOUETTE_FADE)
+
+        K = self.camera
+        src_px = cam[:, :2] / cam[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+        px = apply_affine(to_crop, src_px)
+        lm = px[self.landmark_index]
+        S = similarity_transform(lm, crop_landmarks)
+        px = apply_affine(S, px)
+        px += self.residual_weights @ (crop_landmarks - apply_affine(S, lm))
+
+        h, w = out_shape
+        cell = float(interocular(crop_landmarks)) / CELLS_PER_IOD
+        grid = (int(np.ceil(h / cell)) + 1, int(np.ceil(w / cell)) + 1)
+        c = np.floor(px / cell + 0.5).astype(np.int64)
+        inside = (c[:, 0] >= 0) & (c[:, 0] < grid[1]) & (c[:, 1] >= 0) & (c[:, 1] < grid[0])
+        keep = inside & (facing > MIN_FACING)
+        c, z, d = c[keep], cam[keep, 2], delta[keep]
+        visible = zbuffer_visible(c, z, grid)
+        c, d = c[visible], d[visible]
+        filled, den = splat_fill(c, d, np.ones(len(d)), grid)
+        # fade out where no vertex lands (beyond the mesh, holes) and inside the rendered openings
+        full = float(cv2.GaussianBlur(np.pad(np.ones((1, 1), np.float32), 8), (0, 0), FILL_SIGMA_CELLS)[8, 8])
+        coverage = _smoothstep(den / (0.5 * full))
+        q = crop_landmarks / cell
+        holes = cv2.GaussianBlur(_polygon_mask(grid, [q[RIGHT_EYE], q[LEFT_EYE], q[INNER_LIPS]]).astype(np.float32), (0, 0),
+                                 FILL_SIGMA_CELLS)
+        outline = cv2.GaussianBlur(_polygon_mask(grid, [face_outline(q)]).astype(np.float32), (0, 0), OUTLINE_FADE_CELLS)
+        small = filled * coverage * (1.0 - np.clip(2.0 * holes, 0.0, 1.0)) * outline
+        # cell (i, j) is centred on output pixel (j * cell, i * cell)
+        A = np.array([[1.0 / cell, 0, 0], [0, 1.0 / cell, 0]], np.float32)
+        up = cv2.warpAffine(small, A, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=0)
+        return np.clip(1.0 + up, *RATIO_RANGE).astype(np.float32)
+
+
+def _border_distance(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(V,) Euclidean distance (mm) of each vertex to the nearest vertex of the mesh's border (edges of
+    one triangle only)."""
+    e = np.sort(np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1)
+    edges, count = np.unique(e, axis=0, return_counts=True)
+    border = vertices[np.unique(edges[count == 1])]
+    out = np.empty(len(vertices))
+    for i in range(0, len(vertices), 2048):
+        d = ((vertices[i:i + 2048, None, :] - border[None]) ** 2).sum(-1)
+        out[i:i + 2048] = np.sqrt(d.min(1))
+    return out
+
+
+def fit_face_shading(profile: Any, model: FaceModel | None = None) -> FaceShading:
+    """The lit face model of a profile (``.image`` uint8 RGB, ``.landmarks`` (68, 2) px, ``.pose``,
+    ``.camera``): ICT fit, light fit, feathering and residual weights (module doc)."""
+    model = load_face_model() if model is None else model
+    image = np.asarray(profile.image)
+    lm = np.asarray(profile.landmarks, float)
+    size = (image.shape[1], image.shape[0])
+    K = np.asarray(profile.camera, float)
+    fit = fit_landmarks(lm, size, model, pose=profile.pose, focal=float(K[0, 0]))
+    face = model.parts["face"]
+    tri = np.ascontiguousarray(model.triangles[face.triangles])
+    vertices = model.shape(fit.identity, fit.expression)[face.vertices].astype(np.float64)
+    basis = np.ascontiguousarray(model.expression_basis[:, face.vertices])
+    normals = vertex_normals(vertices, tri)
+
+    # light: visible skin vertices at the fitted pose against the photo's smoothed linear luminance
+    R, t = fit.pose.matrix, fit.pose.translation
+    cam = vertices @ R.T + t
+    n_cam = normals @ R.T
+    src_px = cam[:, :2] / cam[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+    iod = float(interocular(lm))
+    cell = iod / CELLS_PER_IOD
+    grid = (int(np.ceil(size[1] / cell)) + 1, int(np.ceil(size[0] / cell)) + 1)
+    c = np.floor(src_px / cell + 0.5).astype(np.int64)
+    inside = (c[:, 0] >= 0) & (c[:, 0] < grid[1]) & (c[:, 1] >= 0) & (c[:, 1] < grid[0])
+    facing = (n_cam * cam).sum(1) < -MIN_FACING * np.linalg.norm(cam, axis=1)
+    cand = np.flatnonzero(inside & facing)
+    vis = cand[zbuffer_visible(c[cand], cam[cand, 2], grid)]
+    px = np.round(src_px[vis]).astype(int)
+    mask = skin_mask(lm, (size[1], size[0]))
+    on_skin = (px[:, 0] >= 0) & (px[:, 0] < size[0]) & (px[:, 1] >= 0) & (px[:, 1] < size[1])
+    on_skin[on_skin] = mask[px[on_skin, 1], px[on_skin, 0]]
+    vis = vis[on_skin]
+    lum = cv2.GaussianBlur(linear_luminance(image), (0, 0), max(0.02 * iod, 0.5))
+    light, unexplained = fit_sh(n_cam[vis], _sample(lum, src_px[vis]).astype(np.float64))
+
+    feather = _smoothstep(_border_distance(vertices, tri) / FEATHER_MM)
+    # residual interpolation weights: Gaussian in the source projection, rows normalised
+    lm_px = src_px[model.landmark_index]
+    d2 = ((src_px[:, None, :] - lm_px[None]) ** 2).sum(-1)
+    g = np.exp(-d2 / (2 * (RESIDUAL_SIGMA_IOD * iod) ** 2)) + 1e-12
+    weights = (g / g.sum(1, keepdims=True)).astype(np.float32)
+    return FaceShading(
+        model=model, vertices=vertices, expression_basis=basis, base_expression=np.asarray(fit.expression, float),
+        triangles=tri, normals=normals, feather=feather, light=light,
+        to_profile=np.asarray(profile.pose.matrix).T @ R, translation=np.asarray(t, float), camera=K,
+        landmark_index=np.asarray(model.landmark_index), residual_weights=weights,
+        unexplained=unexplained, fit_error_px=fit.mean_error_px, light_samples=len(vis),
+    )
+
+
+# -- the generator -----------------------------------------------------------------------------------
+
+class GeometryOnly(AppearanceModel):
+    """The warp's appearance model without its skin: the inner-point displacements (AU6 cheeks, AU17
+    chin boss) stay, the procedural / learned gain fields are off (the shading ratio replaces them)."""
+
+    def gain(self, sem: dict[str, float], seed: int) -> None:
+        return None
+
+    def how(self, au: str) -> str:
+        return "ict-shading"
+
+
+def apply_ratio(image: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """uint8 RGB (h, w, 3) times a linear-light ratio (h, w): the sRGB-ish values scale by ratio ** (1/2.2)."""
+    g = np.power(ratio, 1.0 / GAMMA, dtype=np.float32)
+    return np.clip(image * g[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
+@GENERATORS.register("warp+shading", "the warp generator without painted skin, relit by the ICT face model's "
+                                     "expression shading under the photo's fitted light (CPU)")
+class ShadingGenerator(Generator):
+    """'warp+shading': see the module doc."""
+
+    name = "warp+shading"
+    options = ("face_model",)
+
+    def __init__(self, face_model: str | Path | None = None) -> None:
+        self.model = load_face_model(face_model)
+        self.warp = WarpGenerator(GeometryOnly(source="ict-shading"))
+        self.warp.name = self.name
+        self._cache: tuple[Any, FaceShading] | None = None
+
+    def shading(self, profile: Any) -> FaceShading:
+        """The profile's :class:`FaceShading` (the last one is kept, as the warp keeps its renderer)."""
+        if self._cache is None or self._cache[0] is not profile:
+            self._cache = (profile, fit_face_shading(profile, self.model))
+        return self._cache[1]
+
+    def ratios(self, profile: Any, rows: Grid | pd.DataFrame, batch: GeneratedBatch) -> list[np.ndarray | None]:
+        """Per row of a rendered batch its shading ratio in the crop (None: 1 everywhere)."""
+        t = as_grid(rows)
+        fs = self.shading(profile)
+        size = batch.images.shape[1:3]
+        return [fs.ratio(t.row_aus(i), t.pose[i], batch.crop_transforms[i].astype(float), batch.landmarks[i].astype(float), size)
+                for i in range(len(t))]
+
+    def render(self, profile: Any, rows: Grid | pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
+        t = as_grid(rows)
+        b = self.warp.render(profile, t, size, full_frame)
+        fs = self.shading(profile)
+        for i, ratio in enumerate(self.ratios(profile, t, b)):
+            rec = b.records[i]
+            rec["shading"] = {"model": "ict", "light_samples": fs.light_samples}
+            if ratio is None:
+                rec["shading"]["range"] = [1.0, 1.0]
+                continue
+            b.images[i] = apply_ratio(b.images[i], ratio)
+            rec["shading"]["range"] = [round(float(ratio.min()), 3), round(float(ratio.max()), 3)]
+            if b.frames is not None:
+                fh, fw = b.frames.shape[1:3]
+                h, w = np.asarray(profile.image).shape[:2]
+                f = min(1.0, self.warp.full_frame_max_side / max(h, w))  # the warp's own full-frame scale
+                Mf = np.array([[f, 0, 0], [0, f, 0]], float)
+                rf = fs.ratio(t.row_aus(i), t.pose[i], Mf, t.targets[i] * f, (fh, fw))
+                if rf is not None:
+                    b.frames[i] = apply_ratio(b.frames[i], rf)
+        return b
