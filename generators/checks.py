@@ -60,6 +60,7 @@ from .appearance import fit_appearance_from_folders, region_masks
 from .aus import intensity_level
 from .expression_judge import FER_LABELS, ExpressionJudge, face_box_transform
 from .grid import design_grid
+from .motion import MotionModel
 from .mouth import inner_mouth_mask
 from .profile import code_expression, fit_profile
 from .quality import DlibFeatures, score_images
@@ -278,15 +279,16 @@ def smile_summary(df: pd.DataFrame) -> pd.DataFrame:
 # -- identity and landmark fidelity -----------------------------------------------------------------
 
 def identity_rows(identities, n: int = 200, on_identity: Callable[[str, pd.DataFrame], None] | None = None,
-                  london: str | os.PathLike | None = None) -> pd.DataFrame:
+                  london: str | os.PathLike | None = None, motion: MotionModel | None = None) -> pd.DataFrame:
     """Per generated image of a balanced ``n``-sample grid of each identity: dlib identity distance to
     the source photo (``identity_ok`` = below 0.6), landmarks re-detected vs rendered targets (/ IOD),
-    ``detected``; with ``id``, ``yaw``, ``pitch`` (degrees)."""
+    ``detected``; with ``id``, ``yaw``, ``pitch`` (degrees). ``motion``: the profiles' AU motion model
+    (default: the FACS fields)."""
     root = _root(london)
     feats = DlibFeatures()
     out = []
     for i in identities:
-        prof = fit_profile(str(root / "neutral_front" / f"{i}_03.jpg"))
+        prof = fit_profile(str(root / "neutral_front" / f"{i}_03.jpg"), motion=motion)
         grid = design_grid(prof, n=n, strategy="balanced", seed=0)
         b = generate(prof, grid, size=SIZE)
         emb = feats.embed(prof.image, feats.detect(prof.image))

@@ -5,6 +5,7 @@
     weights = model.expression_weights_for_aus({"AU12": 4, "AU06": 3})
     vertices = model.shape(identity, weights)                    # (V, 3) mm, head frame
     fit = fit_landmarks(face.landmarks, face.image_size)         # LandmarkFit: identity, expression, pose
+    motion = ict_motion_model()                                  # MotionModel: the AU fields of the shapes
 
 The model is ``generators/data/ict_face.npz``, derived from ICT-FaceKit by
 ``scripts/derive_ict_face.py`` (licence: ``generators/data/ICT_FaceKit_LICENSE.txt``): the face area
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
@@ -33,7 +34,8 @@ from fewshot.errors import ConfigError, InputError
 from fewshot.landmarks import JAW, N_POINTS, interocular
 from fewshot.pose import HeadPose, camera_matrix, estimate_pose, project
 
-from .aus import intensity_level
+from .aus import AU_CODES, intensity_level
+from .motion import MotionModel, default_motion_model
 
 MODEL_PATH = Path(__file__).with_name("data") / "ict_face.npz"
 
@@ -45,6 +47,20 @@ EXPRESSION_PRIOR_SCALE = 0.5
 # Shapes fit_landmarks leaves at 0 by default: ARKit's mouthClose is a corrective for an open jaw (it
 # closes the lips of jawOpen); on its own it pushes the lower lip up through the upper one.
 NOT_FITTED = ("mouthClose",)
+# AUs of the generators' vocabulary that ICT-FaceKit's README table lacks: expression shapes and their
+# weight as a multiple of the movement level. AU26 (jaw drop) is jawOpen, the shape of AU27 (mouth
+# stretch), at 0.6: the relaxed drop opens the jaw about 60% of the stretched one (FACS: AU26 parts the
+# teeth, AU27 stretches the mouth wide). AU25 (lips part) has no jaw movement: mouthLowerDown at 0.3
+# (the lower lip parts from the upper one). AU43 (eyes closed) is eyeBlink at the level (the closed
+# lid of a blink, held). AU23 (lip tightener) is mouthPress (AU24's shape) at 0.5: both narrow the red
+# of the lips; AU23 without pressing them together.
+EXTRA_AUS: Mapping[str, tuple[tuple[str, float], ...]] = MappingProxyType({
+    "AU25": (("mouthLowerDown_L", 0.3), ("mouthLowerDown_R", 0.3)),
+    "AU26": (("jawOpen", 0.6),),
+    "AU43": (("eyeBlink_L", 1.0), ("eyeBlink_R", 1.0)),
+    "AU23": (("mouthPress_L", 0.5), ("mouthPress_R", 0.5)),
+})
+ICT_MOTION_SOURCE = "ICT-FaceKit blendshapes (MIT)"
 
 
 @dataclass(frozen=True)
@@ -153,31 +169,41 @@ class FaceModel:
         return (self.vertices_neutral[idx] + np.einsum("...k,kvc->...vc", a, self.identity_basis[:, idx])
                 + np.einsum("...e,evc->...vc", b, self.expression_basis[:, idx]))
 
+    @cached_property
+    def au_shapes(self) -> Mapping[str, tuple[tuple[str, float], ...]]:
+        """The one AU -> shape map: code -> ((expression shape, factor), ...). The README's table
+        (:attr:`au_to_expressions`, factor 1) plus :data:`EXTRA_AUS` for the vocabulary's AUs it lacks
+        (AU23, AU25, AU26, AU43)."""
+        table = {c: tuple((n, 1.0) for n in names) for c, names in self.au_to_expressions.items()}
+        table.update({c: v for c, v in EXTRA_AUS.items() if c not in table})
+        return MappingProxyType(table)
+
     def expression_weights_for_aus(self, aus: Mapping[str, float]) -> np.ndarray:
         """(E,) expression weights of FACS AU intensities ``{"AU12": 4.0, ...}`` (0..5, A..E = 1..5).
 
-        Each AU sets every shape the README relates to it (both sides of a bilateral AU) to
+        Each AU sets every shape :attr:`au_shapes` relates to it (both sides of a bilateral AU) to its
+        factor (1 for the README's table, :data:`EXTRA_AUS`'s for AU23/25/26/43) times
         :func:`generators.aus.intensity_level` of its intensity: 0, A 0.1, B 0.25, C 0.5, D 0.775,
         E 1.0 (piecewise linear between). A shape named by two AUs takes the larger weight. Codes:
-        ``AU12``, ``12``, ``au12``; ``AU30L``/``AU30R`` for jaw sideways. An AU with no shape in the
-        README's table (e.g. AU25, AU26, AU43) raises :class:`ConfigError`.
+        ``AU12``, ``12``, ``au12``; ``AU30L``/``AU30R`` for jaw sideways. An AU with no shape (e.g.
+        AU19) raises :class:`ConfigError`.
         """
         w = np.zeros(self.n_expressions)
         for au, intensity in aus.items():
             code = self.au_code(au)
             level = float(intensity_level(float(intensity)))
-            for name in self.au_to_expressions[code]:
+            for name, factor in self.au_shapes[code]:
                 i = self.expression_names.index(name)
-                w[i] = max(w[i], level)
+                w[i] = max(w[i], factor * level)
         return w
 
     def au_code(self, au) -> str:
         """Normalise an AU name to the model's codes ('12' -> 'AU12', 'au30l' -> 'AU30L')."""
         m = re.fullmatch(r"(?i)(?:au)?0*(\d+)([lr]?)", str(au).strip())
         code = None if m is None else f"AU{int(m.group(1)):02d}{m.group(2).upper()}"
-        if code not in self.au_to_expressions:
+        if code not in self.au_shapes:
             raise ConfigError(f"{au!r}: the face model has no expression shapes for this AU; known: "
-                              f"{', '.join(self.au_to_expressions)}")
+                              f"{', '.join(self.au_shapes)}")
         return code
 
 
@@ -229,6 +255,34 @@ def load_face_model(path: str | Path | None = None) -> FaceModel:
     if not p.is_file():
         raise InputError(f"{p}: no face model file; run scripts/derive_ict_face.py to derive it from ICT-FaceKit")
     return _load(str(p.resolve()))
+
+
+def ict_motion_model(model: FaceModel | None = None) -> MotionModel:
+    """The AU motion model of the face model's expression shapes (default: the shipped ICT-FaceKit model).
+
+    For each AU of :data:`generators.aus.AU_CODES` with shapes in :attr:`FaceModel.au_shapes` (all 20
+    of the vocabulary with the shipped model), its field at intensity E is the 68 landmark vertices of
+    the mean identity at that AU's weights (:meth:`FaceModel.expression_weights_for_aus` at E, level
+    1.0) minus the neutral landmarks, over the neutral landmarks' inter-ocular distance (eye centre to
+    eye centre in x, y, as :meth:`generators.motion.MotionModel.deform` measures it): (20, 68, 3), head
+    frame, inter-ocular units, so it is a drop-in for :func:`generators.motion.default_motion_model`.
+    An AU without shapes keeps its FACS default field; ``meta['facs_default_aus']`` lists them.
+    """
+    model = load_face_model() if model is None else model
+    neutral = model.landmarks().astype(float)
+    iod = float(interocular(neutral[:, :2]))
+    fields = default_motion_model().fields.copy()
+    derived, kept = [], []
+    for k, au in enumerate(AU_CODES):
+        if au not in model.au_shapes:
+            kept.append(au)
+            continue
+        weights = model.expression_weights_for_aus({au: 5.0})
+        fields[k] = (model.landmarks(None, weights).astype(float) - neutral) / iod
+        derived.append(au)
+    meta = {"iod_mm": iod, "derived_aus": np.array(derived, dtype=str), "facs_default_aus": np.array(kept, dtype=str),
+            "face_model_source": str(model.meta.get("source", "")), "face_model_commit": str(model.meta.get("commit", ""))}
+    return MotionModel(AU_CODES, fields, ICT_MOTION_SOURCE, None, meta)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ inner lips touch unless a mouth-opening AU (25, 26, 27) is on.
 
 The shipped defaults (:func:`default_motion_model`) are written by hand from the FACS manual's
 descriptions of each AU's appearance changes; :func:`fit_motion` learns fields from tracked landmarks
-and intensity labels (DISFA, BP4D) by regularised least squares towards those defaults.
+and intensity labels (DISFA, BP4D) by regularised least squares towards those defaults;
+:func:`generators.facemodel.ict_motion_model` takes them from the ICT-FaceKit expression shapes
+(shipped as ``generators/data/ict_motion.npz``, ``--motion`` of ``fewshot design`` / ``adapt``).
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ Per profile (:class:`FaceShading`, cached by the generator like the warp's rende
   take care of moles, beard and stray hair. Grey, not per channel: the ratio multiplies all three.
 
 Per row: the expressive mesh (identity, the source's expression plus the row's AUs through
-:meth:`FaceModel.expression_weights_for_aus`, with :data:`EXTRA_AUS` for the AUs the ICT table lacks)
+:meth:`FaceModel.expression_weights_for_aus`, whose map covers the AUs the ICT table lacks through
+:data:`generators.facemodel.EXTRA_AUS`)
 and the source's mesh, both at the row's head pose (the ratio is the expression's change of shading
 only; a head turn is not relit); per vertex the ratio ``(shading(expressive normal) + u) /
 (shading(source normal) + u)``, where ``u`` is the light fit's robust residual scale (the light the
@@ -64,7 +65,6 @@ from fewshot.landmarks import (INNER_LIPS, LEFT_BROW, LEFT_EYE, OUTER_LIPS, RIGH
                                similarity_transform)
 
 from .appearance import AppearanceModel
-from .aus import intensity_level
 from .facemodel import FaceModel, fit_landmarks, load_face_model
 from .grid import Grid, as_grid
 from .render import GENERATORS, GeneratedBatch, Generator, WarpGenerator
@@ -86,19 +86,6 @@ RESIDUAL_SIGMA_IOD = 0.3  # width of the landmark-residual interpolation (inter-
 # squared residual per coefficient says so.
 SH_RIDGE = (0.05, 0.05, 0.05)
 HUBER_K = 1.345  # Huber threshold (robust standard deviations)
-# AUs of the vocabulary that ICT-FaceKit's README table lacks: expression shapes and their weight as a
-# multiple of the movement level. AU26 (jaw drop) is jawOpen, the shape of AU27 (mouth stretch), at
-# 0.6: the relaxed drop opens the jaw about 60% of the stretched one (FACS: AU26 parts the teeth, AU27
-# stretches the mouth wide). AU25 (lips part) has no jaw movement: mouthLowerDown at 0.3 (the lower
-# lip parts from the upper one; the opening is feathered anyway). AU43 (eyes closed) is eyeBlink at
-# the level (the closed lid of a blink, held). AU23 (lip tightener) is mouthPress (AU24's shape) at
-# 0.5: both narrow the red of the lips; AU23 without pressing them together.
-EXTRA_AUS: dict[str, tuple[tuple[str, float], ...]] = {
-    "AU25": (("mouthLowerDown_L", 0.3), ("mouthLowerDown_R", 0.3)),
-    "AU26": (("jawOpen", 0.6),),
-    "AU43": (("eyeBlink_L", 1.0), ("eyeBlink_R", 1.0)),
-    "AU23": (("mouthPress_L", 0.5), ("mouthPress_R", 0.5)),
-}
 
 
 # -- spherical harmonics ---------------------------------------------------------------------------
@@ -313,19 +300,10 @@ class FaceShading:
 
     def expression_weights(self, aus: dict[str, float]) -> np.ndarray:
         """(E,) the source's expression plus the row's AUs (FACS 0..5), each shape within 0..1.
-        AUs without a shape in the model's table go through :data:`EXTRA_AUS`; the others are ignored."""
+        The shapes are :attr:`FaceModel.au_shapes` (the README's table plus
+        :data:`generators.facemodel.EXTRA_AUS`); AUs without shapes are ignored."""
         model = self.model
-        known = {}
-        extra = np.zeros(model.n_expressions)
-        for au, v in aus.items():
-            if au in EXTRA_AUS:
-                level = float(intensity_level(float(v)))
-                for name, k in EXTRA_AUS[au]:
-                    i = model.expression_index(name)
-                    extra[i] = max(extra[i], k * level)
-            elif au in model.au_to_expressions:
-                known[au] = v
-        w = np.maximum(model.expression_weights_for_aus(known), extra)
+        w = model.expression_weights_for_aus({au: v for au, v in aus.items() if au in model.au_shapes})
         return np.clip(self.base_expression + w, 0.0, 1.0)
 
     def ratio(self, aus: dict[str, float], pose_deg: np.ndarray, to_crop: np.ndarray, crop_landmarks: np.ndarray,

