@@ -120,6 +120,12 @@ def smile_row(profile, aus: dict[str, float], sem_au06: float, landmarks: np.nda
     return pd.DataFrame([row])
 
 
+def pair_crops(prof, root: Path, identity: str, lmc: dict):
+    """(smiling photo path, its aligned crop and landmarks, the neutral photo's) of one London pair."""
+    p_smi = root / "smiling_front" / f"{identity}_08.jpg"
+    return p_smi, aligned(read_image(p_smi), lmc[str(p_smi)]), aligned(prof.image, prof.landmarks)
+
+
 def aligned(img: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The aligned SIZE crop of a photo (area-filtered, as the generator renders) and its landmarks."""
     M = crop_transform(lm, SIZE)
@@ -219,9 +225,7 @@ def smile_fold(train, test, lmc, profiles, codes, det, save: str | None = None, 
     rows = []
     for i in test:
         prof, (aus, fit_err, pose) = profiles[i], codes[i]
-        p_smi = root / "smiling_front" / f"{i}_08.jpg"
-        real, real_lm = aligned(read_image(p_smi), lmc[str(p_smi)])
-        neu, neu_lm = aligned(prof.image, prof.landmarks)
+        p_smi, (real, real_lm), (neu, neu_lm) = pair_crops(prof, root, i, lmc)
         # all three faces' landmarks detected the same way: on their 256 px crops
         real_lm, neu_lm = redetect(real, real_lm), redetect(neu, neu_lm)
         mask = face_region(real_lm)
@@ -501,9 +505,7 @@ def reenactment_rows(identities, lmc, generator="warp", options: dict | None = N
     rows = []
     for i in identities:
         prof, (aus, fit_err, pose) = profiles[i], codes[i]
-        p_smi = root / "smiling_front" / f"{i}_08.jpg"
-        real, real_lm = aligned(read_image(p_smi), lmc[str(p_smi)])
-        neu, neu_lm = aligned(prof.image, prof.landmarks)
+        p_smi, (real, real_lm), (neu, neu_lm) = pair_crops(prof, root, i, lmc)
         target = in_neutral_frame(prof, lmc[str(p_smi)])
         b = gen.render(prof, smile_row(prof, aus, float(intensity_level(aus["AU06"])), target, pose), size=SIZE)
         rend, rend_lm = b.images[0], b.landmarks[0]

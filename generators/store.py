@@ -46,7 +46,7 @@ from fewshot import __version__ as fewshot_version
 from fewshot.errors import ConfigError, InputError, Interrupted
 from fewshot.io import check_output_file, write_image
 
-from .grid import TARGET_OFFSET_LIMIT, Grid, as_grid, read_grid_attrs, source_fingerprint, target_offset
+from .grid import TARGET_OFFSET_LIMIT, Grid, as_grid, file_sha1, read_grid_attrs, source_fingerprint, target_offset
 from .profile import fit_profile
 from .render import GENERATORS, records_json
 from .sheet import au_caption, sheet_indices, tile_sheet
@@ -55,14 +55,6 @@ FORMAT_VERSION = 1
 SIZE_RANGE = (32, 1024)  # crop side in px: the renderer's smallest; 1024 x --chunk 1024 stays under HDF5's 4 GiB chunk limit
 CHUNK_RANGE = (1, 1024)  # samples per HDF5 chunk
 COMPRESSIONS = (None, "none", "gzip", "lzf")
-
-
-def sha1_file(path: str | Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha1_table(df: pd.DataFrame) -> str:
@@ -179,7 +171,7 @@ def synthesize(
     n = len(rows)
     if n == 0:
         raise ConfigError("the grid has no rows")
-    source_sha1 = sha1_file(source_path) if source_path else ""
+    source_sha1 = file_sha1(source_path) if source_path else ""
     if not allow_other_source:
         check_source(rows, profile, source_path, source_sha1, grid_path)
     n_chunks = (n + chunk - 1) // chunk
@@ -192,7 +184,7 @@ def synthesize(
         "chunk": int(chunk),
         "generator": generator,
         "generator_options": json.dumps({k: str(v) for k, v in sorted(opts.items())}),
-        "appearance_sha1": sha1_file(appearance) if isinstance(appearance, (str, Path)) and appearance else "",
+        "appearance_sha1": file_sha1(appearance) if isinstance(appearance, (str, Path)) and appearance else "",
         "full_frame": bool(full_frame),
     }
     t0 = time.time()
