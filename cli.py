@@ -289,7 +289,7 @@ def adapt(
 
     if photo and clip:
         raise typer.BadParameter("give --photo or --clip, not both")
-    config.validate()
+    config.validate()  # adapt_person checks again; here so a bad option is the only line printed
     check_out_dir(out, overwrite)
     source = photo or clip
     if source is None:

@@ -149,7 +149,8 @@ def buffer_targets(buf: dict, n_occ: int, n_int: int) -> np.ndarray:
     return np.concatenate([occ[:, :n_occ], inten], axis=1)
 
 
-def _grid_aus(model, base_path) -> list[str]:
+def synthesizable_aus(model, base_path) -> list[str]:
+    """The base model's AUs that the generators can render (CheckpointError when there is none)."""
     aus = [a for a in model.aus if a in set(AU_CODES)]
     if not aus:
         raise CheckpointError(f"{base_path}: incompatible base model: none of its AUs ({', '.join(model.aus)}) can be synthesized; use a model over FACS AUs")
@@ -168,7 +169,7 @@ def build_person_set(references: References, model, meta: dict, config: AdaptCon
         crops, lm = references.aligned(model)
         train = tensor_set(model, crops, lm, references.targets(model))
         return PersonSet(references, train, None, aus, [], threshold, config.synthesis.generator, rows=0)
-    grid_aus = _grid_aus(model, base_path)
+    grid_aus = synthesizable_aus(model, base_path)
     motion = load_motion_model(config.synthesis.motion) if config.synthesis.motion else None
     # the profile's reference is the most frontal face; hand its pixels over (arrays have no file)
     faces = references.faces
@@ -192,16 +193,11 @@ def build_person_set(references: References, model, meta: dict, config: AdaptCon
     )
 
 
-def base_sets(model, meta: dict):
-    """(replay TensorSet or None, validation TensorSet or None, name of the validation source) of the
-    base checkpoint's buffers."""
-    n_occ, n_int = len(model.aus), len(model.intensity_aus)
-    mk = lambda b: tensor_set(model, b["images"], b["landmarks"], buffer_targets(b, n_occ, n_int))  # noqa: E731
-    rep, val = meta.get("replay"), meta.get("validation")
-    replay = mk(rep) if rep is not None and len(rep.get("images", [])) else None
-    if val is not None and len(val.get("images", [])):
-        return replay, mk(val), "base validation buffer"
-    return replay, replay, "base replay buffer (no validation buffer in the checkpoint)"
+def buffer_set(model, buf: dict | None):
+    """A checkpoint's replay or validation buffer as a TensorSet for ``model`` (None when absent or empty)."""
+    if buf is None or not len(buf.get("images", [])):
+        return None
+    return tensor_set(model, buf["images"], buf["landmarks"], buffer_targets(buf, len(model.aus), len(model.intensity_aus)))
 
 
 def labelled_frames_set(model, frames):

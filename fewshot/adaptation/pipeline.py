@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 
 from au_models import base_model_path
@@ -42,7 +43,7 @@ from ..errors import CheckpointError, ConfigError
 from ..io import write_image
 from .config import AdaptConfig
 from .loop import seed_everything, set_metrics
-from .person import PersonSet, References, _grid_aus, analyse_references, base_sets, build_person_set, labelled_frames_set
+from .person import PersonSet, References, analyse_references, buffer_set, build_person_set, labelled_frames_set, synthesizable_aus
 from .strategies import STRATEGIES, AdaptRun, Outcome
 
 OUTPUT_FILES = ("model.pt", "report.json", "synthetic.png", "curves.png", "curves.csv")
@@ -123,7 +124,7 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
 def adapt(model, meta: dict, person: PersonSet, config: AdaptConfig, eval_sets: dict, progress: bool = False) -> Outcome:
     """Stage 5 proper: the configured strategy adapts ``model`` in place on ``person``."""
     strategy = STRATEGIES.create(config.strategy.name)
-    replay, _, _ = base_sets(model, meta)
+    replay = buffer_set(model, meta.get("replay"))
     crops, lm = person.references.aligned(model)
     run = AdaptRun(model=model, person=person.train, reference_crops=crops, reference_landmarks=lm, base=replay,
                    eval_sets=eval_sets, plasticity=config.strategy.plasticity, loop=config.loop, seed=config.seed, progress=progress)
@@ -136,7 +137,9 @@ def adapt(model, meta: dict, person: PersonSet, config: AdaptConfig, eval_sets: 
 def eval_sets_for(model, meta: dict, person: PersonSet, eval_data: Any = None) -> tuple[dict, str]:
     """The evaluation sets of a run (person_holdout, base_validation, person_real) and the name of the
     base validation source."""
-    _, base_val, val_source = base_sets(model, meta)
+    base_val, val_source = buffer_set(model, meta.get("validation")), "base validation buffer"
+    if base_val is None:
+        base_val, val_source = buffer_set(model, meta.get("replay")), "base replay buffer (no validation buffer in the checkpoint)"
     sets = {}
     if person.holdout is not None:
         sets["person_holdout"] = person.holdout
@@ -164,8 +167,6 @@ def adapt_person(
     """Adapt the base AU model to the person in ``references`` (photo path, clip, folder, a list of
     uint8 RGB arrays, or :class:`References`). ``eval_data``: an ``experiments.datasets.AUFrames`` of
     real labelled frames of this person (optional). See the module doc for the stages and outputs."""
-    import torch
-
     config.validate()
     if out_dir is not None:
         check_out_dir(out_dir, overwrite)
@@ -174,7 +175,7 @@ def adapt_person(
     stages = _Stages()
     model, meta, base_path = load_base(base)
     if config.synthesizes:
-        _grid_aus(model, base_path)  # an incompatible base model fails before the analysis
+        synthesizable_aus(model, base_path)  # an incompatible base model fails before the analysis
     stages.mark("load base model")
     refs = references if isinstance(references, References) else analyse_references(references, config.analysis)
     stages.mark("analyse")

@@ -88,14 +88,17 @@ class Strategy:
         return [Stream("person", person, loop.epochs)]
 
 
-def _consolidate_then_person(person, base, loop) -> list:
-    """Base consolidation then the person. Consolidation is rehearsal of what the base model already
-    fits: small steps (a tenth of the learning rate), so it measures importance (EWC's Fisher, SI's
-    path) without moving the model much."""
-    from .loop import Stream
+class Consolidating(Strategy):
+    """A regulariser that measures which weights matter to the base model on the base data first (EWC's
+    Fisher, SI's path): experiences base consolidation, then the person. Consolidation is rehearsal of
+    what the base model already fits: small steps (a tenth of the learning rate), so it measures
+    importance without moving the model much."""
 
-    first = [Stream("base", base, loop.consolidate_epochs, lr_factor=0.1)] if base is not None and len(base) else []
-    return first + [Stream("person", person, loop.epochs)]
+    def streams(self, person, base, plasticity, loop):
+        from .loop import Stream
+
+        first = [Stream("base", base, loop.consolidate_epochs, lr_factor=0.1)] if base is not None and len(base) else []
+        return first + [Stream("person", person, loop.epochs)]
 
 
 STRATEGIES: Registry[Strategy] = Registry("adaptation strategy")
@@ -122,7 +125,7 @@ class HeadOnly(Naive):
 
 
 @STRATEGIES.register("ewc", "Elastic Weight Consolidation (Avalanche); plasticity -> ewc_lambda = 10^(4(1-p))")
-class EWC(Strategy):
+class EWC(Consolidating):
     name, parameter = "ewc", "ewc_lambda"
 
     def knob(self, plasticity: float) -> float:
@@ -133,12 +136,9 @@ class EWC(Strategy):
 
         return [EWCPlugin(ewc_lambda=self.knob(plasticity))]
 
-    def streams(self, person, base, plasticity, loop):
-        return _consolidate_then_person(person, base, loop)
-
 
 @STRATEGIES.register("si", "Synaptic Intelligence (Avalanche); plasticity -> si_lambda = 10^(3(1-p))")
-class SI(Strategy):
+class SI(Consolidating):
     name, parameter = "si", "si_lambda"
 
     def knob(self, plasticity: float) -> float:
@@ -148,9 +148,6 @@ class SI(Strategy):
         from avalanche.training.plugins import SynapticIntelligencePlugin
 
         return [SynapticIntelligencePlugin(si_lambda=self.knob(plasticity))]
-
-    def streams(self, person, base, plasticity, loop):
-        return _consolidate_then_person(person, base, loop)
 
 
 @STRATEGIES.register("lwf", "Learning without Forgetting with sigmoid/BCE distillation; plasticity -> alpha = 4(1-p)")
