@@ -23,6 +23,7 @@ from .appearance import AppearanceModel, fit_appearance, load_appearance
 from .render import GENERATORS, GeneratedBatch, generate
 from . import refiner as _refiner  # noqa: E402,F401
 from . import shading as _shading  # noqa: E402,F401  (registers 'warp+shading')
+from . import mesh as _mesh  # noqa: E402,F401  (registers 'mesh')
 from .store import SyntheticSet, open_synthetic, synthesize
 
 __all__ = [

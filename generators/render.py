@@ -200,7 +200,7 @@ class WarpRenderer:
         for kind, (a, b) in _INTERIOR_ANCHORS.items():
             A[self._interior[kind]] = _similarity_2pt(dst[a], dst[b], srcp[a], srcp[b])
         ids = W.rasterise(dst, tri, order, out_shape)
-        mx, my = W.dense_map(ids, A)
+        mx, my = self.adjust_maps(*W.dense_map(ids, A), dst[:68], pose_deg, aus, M)
         img = cv2.remap(src.image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
         gain = self.appearance.gain(sem, seed) if sem else None
@@ -214,14 +214,31 @@ class WarpRenderer:
 
         lm = dst[:68]
         mouth_alpha = float(np.clip((mouth_opening(lm) - src.mouth_open - 0.02) / 0.06, 0, 1))
-        paint_mouth(img, lm, src.colours, mouth_alpha, seed)
+        self.paint_interior(img, lm, mouth_alpha, seed)
         lid_alpha = []
         for k, (eye, brow) in enumerate(((RIGHT_EYE, RIGHT_BROW), (LEFT_EYE, LEFT_BROW))):
             r = eye_openings(lm)[k] / max(src.eye_open[k], 1e-3)
             a = float(np.clip((0.3 - r) / 0.2, 0, 1))  # a squint (AU6/7) keeps its eye; only near-closure is painted
             paint_closed_lid(img, lm, eye, brow, src.colours, a)
             lid_alpha.append(a)
-        return img, lm.astype(np.float32), render_record(aus, sem, self.appearance, mouth_alpha, tuple(lid_alpha), seed, self.name)
+        record = render_record(aus, sem, self.appearance, mouth_alpha, tuple(lid_alpha), seed, self.name)
+        return self.finish(img, lm, record), lm.astype(np.float32), record
+
+    def adjust_maps(self, mx: np.ndarray, my: np.ndarray, landmarks: np.ndarray, pose_deg: np.ndarray, aus: dict,
+                    M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The per-pixel sampling maps (output px -> prescaled source px) of a row before the source is
+        sampled; ``landmarks``: the rendered landmarks (output px). The warp's own: unchanged."""
+        return mx, my
+
+    def paint_interior(self, img: np.ndarray, landmarks: np.ndarray, alpha: float, seed: int) -> None:
+        """Paint the mouth's interior of a row in place, blended by ``alpha`` (0 closed .. 1 open):
+        the warp's painted teeth and cavity (:func:`generators.mouth.paint_mouth`)."""
+        paint_mouth(img, landmarks, self.src.colours, alpha, seed)
+
+    def finish(self, img: np.ndarray, landmarks: np.ndarray, record: dict) -> np.ndarray:
+        """The rendered row after painting (uint8 RGB, output px); ``record`` may be added to. The
+        warp's own: unchanged."""
+        return img
 
 
 @GENERATORS.register("warp", "depth-aware piecewise-affine warp + mouth/eyelid painting + semantic AU appearance (CPU, default)")
@@ -239,8 +256,12 @@ class WarpGenerator(Generator):
         chunks of the same profile)."""
         cached = self._cache.get(size)
         if cached is None or cached[0] is not profile:
-            self._cache = {size: (profile, WarpRenderer(prepare_source(profile, size), self.appearance, self.name))}
+            self._cache = {size: (profile, self.new_renderer(profile, prepare_source(profile, size)))}
         return self._cache[size][1]
+
+    def new_renderer(self, profile: Any, src: PreparedSource) -> WarpRenderer:
+        """A per-sample renderer of a prepared source (subclasses return their own)."""
+        return WarpRenderer(src, self.appearance, self.name)
 
     def render(self, profile: Any, rows: Grid | pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
         t = as_grid(rows)
@@ -256,7 +277,7 @@ class WarpGenerator(Generator):
             f = min(1.0, self.full_frame_max_side / max(h, w))
             fh, fw = int(round(h * f)), int(round(w * f))
             frames = np.empty((n, fh, fw, 3), np.uint8)
-            rf = WarpRenderer(prepare_source(profile, scale=f), self.appearance, self.name)
+            rf = self.new_renderer(profile, prepare_source(profile, scale=f))
         for i in range(n):
             aus, sem = t.row_aus(i), t.row_semantic(i)
             M = W.crop_transform(t.targets[i], size)

@@ -278,7 +278,9 @@ class FaceShading:
     profile's); translation: (3,) mm; camera: 3x3; landmark_index: (68,) into ``vertices``;
     residual_weights: (V, 68) rows summing to 1; unexplained: the light fit's robust residual scale
     (linear luminance), added to both shadings of a ratio; fit_error_px: mean landmark reprojection error;
-    light_samples: vertices the light was fitted on.
+    light_samples: vertices the light was fitted on; source_px: (V, 2) where each vertex lies in the
+    source photo (px; the fitted mesh at the photo's pose, put on the detected landmarks as rows are on
+    the rendered ones); source_visible: (V,) whether the photo shows it (facing, nearest in a z-buffer).
     """
 
     model: FaceModel
@@ -297,6 +299,9 @@ class FaceShading:
     unexplained: float
     fit_error_px: float
     light_samples: int
+    source_px: np.ndarray | None = None
+    source_visible: np.ndarray | None = None
+    identity: np.ndarray | None = None
 
     def expression_weights(self, aus: dict[str, float]) -> np.ndarray:
         """(E,) the source's expression plus the row's AUs (FACS 0..5), each shape within 0..1.
@@ -306,61 +311,128 @@ class FaceShading:
         w = model.expression_weights_for_aus({au: v for au, v in aus.items() if au in model.au_shapes})
         return np.clip(self.base_expression + w, 0.0, 1.0)
 
-    def ratio(self, aus: dict[str, float], pose_deg: np.ndarray, to_crop: np.ndarray, crop_landmarks: np.ndarray,
-              out_shape: tuple[int, int]) -> np.ndarray | None:
-        """(h, w) float32 shading ratio of one row in its output image, or None where the row changes
-        no shape (ratio 1 everywhere). ``pose_deg``: (yaw, pitch, roll) degrees; ``to_crop``: 2x3 from
-        source-image px to the output's px; ``crop_landmarks``: (68, 2) the rendered landmarks there."""
+    def row_geometry(self, aus: dict[str, float], pose_deg: np.ndarray, to_crop: np.ndarray,
+                     crop_landmarks: np.ndarray) -> "RowGeometry":
+        """The row's expressive mesh in its output image: ``pose_deg`` (yaw, pitch, roll) degrees;
+        ``to_crop`` 2x3 from source-image px to the output's px; ``crop_landmarks`` (68, 2) the rendered
+        landmarks there. Vertices are projected through the profile's camera, mapped by ``to_crop`` and put
+        on the rendered landmarks (a similarity of their 68 landmark vertices plus the landmark residuals
+        interpolated with :attr:`residual_weights`)."""
         dw = self.expression_weights(aus) - self.base_expression
         active = np.flatnonzero(np.abs(dw) > 1e-6)
-        if not len(active):
-            return None
-        expressive = self.vertices + np.tensordot(dw[active], self.expression_basis[active], axes=1)
-        normals_e = vertex_normals(expressive, self.triangles)
+        expressive = self.vertices + np.tensordot(dw[active], self.expression_basis[active], axes=1) if len(active) else self.vertices
+        normals_e = vertex_normals(expressive, self.triangles) if len(active) else self.normals
         R = rotation_of(*pose_deg) @ self.to_profile
         cam = expressive @ R.T + self.translation
-        n_e, n_0 = normals_e @ R.T, self.normals @ R.T
-        # what the fitted light does not explain (interreflection, subsurface, model error) is light
-        # too: added to both shadings, it keeps a ratio of two dark grazing shadings from exploding
-        s_e = np.maximum(sh_basis(n_e) @ self.light, 0.0) + self.unexplained
-        s_0 = np.maximum(sh_basis(n_0) @ self.light, 0.0) + self.unexplained
-        ratio = np.clip(s_e / np.maximum(s_0, 1e-6), *RATIO_RANGE)
+        n_e = normals_e @ R.T
         facing = -(n_e * cam).sum(1) / np.linalg.norm(cam, axis=1)  # cosine of normal and view ray
-        # towards the silhouette the ratio fades to 1: the warp's outline is the detector's contour,
-        # not the model's, and a grazing surface's projection is the least certain
-        delta = (ratio - 1.0) * self.feather * _smoothstep((facing - MIN_FACING) / SILHOUETTE_FADE)
-
         K = self.camera
         src_px = cam[:, :2] / cam[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
         px = apply_affine(to_crop, src_px)
         lm = px[self.landmark_index]
         S = similarity_transform(lm, crop_landmarks)
         px = apply_affine(S, px)
-        px += self.residual_weights @ (crop_landmarks - apply_affine(S, lm))
+        residual = crop_landmarks - apply_affine(S, lm)
+        px += self.residual_weights @ residual
+        return RowGeometry(px=px, depth=cam[:, 2], facing=facing, normals=n_e, neutral_normals=self.normals @ R.T,
+                           changed=bool(len(active)), cell=float(interocular(crop_landmarks)) / CELLS_PER_IOD,
+                           expression_delta=dw, rotation=R, to_output=apply_affine_compose(S, to_crop), residual=residual)
 
-        h, w = out_shape
-        cell = float(interocular(crop_landmarks)) / CELLS_PER_IOD
-        grid = (int(np.ceil(h / cell)) + 1, int(np.ceil(w / cell)) + 1)
-        c = np.floor(px / cell + 0.5).astype(np.int64)
-        inside = (c[:, 0] >= 0) & (c[:, 0] < grid[1]) & (c[:, 1] >= 0) & (c[:, 1] < grid[0])
-        keep = inside & (facing > MIN_FACING)
-        c, z, d = c[keep], cam[keep, 2], delta[keep]
-        visible = zbuffer_visible(c, z, grid)
-        c, d = c[visible], d[visible]
-        filled, den = splat_fill(c, d, np.ones(len(d)), grid)
-        # fade out where no vertex lands (beyond the mesh, holes) and inside the rendered openings
-        full = float(cv2.GaussianBlur(np.pad(np.ones((1, 1), np.float32), 8), (0, 0), FILL_SIGMA_CELLS)[8, 8])
-        coverage = _smoothstep(den / (0.5 * full))
-        q = crop_landmarks / cell
-        holes = cv2.GaussianBlur(_polygon_mask(grid, [q[RIGHT_EYE], q[LEFT_EYE], q[INNER_LIPS]]).astype(np.float32), (0, 0),
-                                 FILL_SIGMA_CELLS)
-        outline = cv2.GaussianBlur(_polygon_mask(grid, [face_outline(q)]).astype(np.float32), (0, 0), OUTLINE_FADE_CELLS)
-        small = filled * coverage * (1.0 - np.clip(2.0 * holes, 0.0, 1.0)) * outline
-        # cell (i, j) is centred on output pixel (j * cell, i * cell)
-        A = np.array([[1.0 / cell, 0, 0], [0, 1.0 / cell, 0]], np.float32)
-        up = cv2.warpAffine(small, A, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=0)
-        return np.clip(1.0 + up, *RATIO_RANGE).astype(np.float32)
+    def ratio(self, aus: dict[str, float], pose_deg: np.ndarray, to_crop: np.ndarray, crop_landmarks: np.ndarray,
+              out_shape: tuple[int, int], geometry: "RowGeometry | None" = None) -> np.ndarray | None:
+        """(h, w) float32 shading ratio of one row in its output image, or None where the row changes
+        no shape (ratio 1 everywhere). Arguments as :meth:`row_geometry` (``geometry``: its result,
+        when the caller has it already)."""
+        g = self.row_geometry(aus, pose_deg, to_crop, crop_landmarks) if geometry is None else geometry
+        if not g.changed:
+            return None
+        # what the fitted light does not explain (interreflection, subsurface, model error) is light
+        # too: added to both shadings, it keeps a ratio of two dark grazing shadings from exploding
+        s_e = np.maximum(sh_basis(g.normals) @ self.light, 0.0) + self.unexplained
+        s_0 = np.maximum(sh_basis(g.neutral_normals) @ self.light, 0.0) + self.unexplained
+        ratio = np.clip(s_e / np.maximum(s_0, 1e-6), *RATIO_RANGE)
+        # towards the silhouette the ratio fades to 1: the warp's outline is the detector's contour,
+        # not the model's, and a grazing surface's projection is the least certain
+        delta = (ratio - 1.0) * self.feather * _smoothstep((g.facing - MIN_FACING) / SILHOUETTE_FADE)
+        up = splat_field(g, delta[:, None], crop_landmarks, out_shape)
+        return None if up is None else np.clip(1.0 + up[..., 0], *RATIO_RANGE).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class RowGeometry:
+    """One row's expressive face mesh in its output image (:meth:`FaceShading.row_geometry`).
+
+    px: (V, 2) output px; depth: (V,) mm from the camera; facing: (V,) cosine of normal and view ray;
+    normals / neutral_normals: (V, 3) camera-frame normals of the expressive / the source's mesh at
+    the row's pose; changed: whether the row's AUs move any shape; cell: the splat cell (output px).
+    """
+
+    px: np.ndarray
+    depth: np.ndarray
+    facing: np.ndarray
+    normals: np.ndarray
+    neutral_normals: np.ndarray
+    changed: bool
+    cell: float
+    expression_delta: np.ndarray | None = None
+    rotation: np.ndarray | None = None
+    to_output: np.ndarray | None = None
+    residual: np.ndarray | None = None
+
+    def place(self, camera: np.ndarray, translation: np.ndarray, vertices: np.ndarray, residual_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Other vertices of the model (head frame, (n, 3) mm, already deformed by the row's
+        expression) in the output image as the face's are: (px (n, 2), camera-frame positions (n, 3) mm).
+        ``residual_weights`` (n, 68) spread the landmark residuals."""
+        cam = vertices @ self.rotation.T + translation
+        src_px = cam[:, :2] / cam[:, 2:3] * np.array([camera[0, 0], camera[1, 1]]) + camera[:2, 2]
+        return apply_affine(self.to_output, src_px) + residual_weights @ self.residual, cam
+
+
+def apply_affine_compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2x3 affine ``a`` after ``b``."""
+    return (np.vstack([a, [0, 0, 1]]) @ np.vstack([b, [0, 0, 1]]))[:2]
+
+
+def splat_field(g: RowGeometry, values: np.ndarray, crop_landmarks: np.ndarray, out_shape: tuple[int, int],
+                keep: np.ndarray | None = None) -> np.ndarray | None:
+    """(h, w, C) float32: per-vertex values (V, C) of a row's mesh spread over its output image, 0
+    where no visible vertex lands. Visible: facing the camera (:data:`MIN_FACING`), inside the image,
+    nearest in a z-buffer of ``g.cell`` cells (and ``keep`` where given). The splat is filled by
+    normalized convolution, faded out where no vertex lands, inside the rendered eye and inner-mouth
+    polygons and outside the rendered face outline (:func:`face_outline`), and upsampled bilinearly.
+    None when no vertex is visible."""
+    h, w = out_shape
+    cell = g.cell
+    grid = (int(np.ceil(h / cell)) + 1, int(np.ceil(w / cell)) + 1)
+    c = np.floor(g.px / cell + 0.5).astype(np.int64)
+    inside = (c[:, 0] >= 0) & (c[:, 0] < grid[1]) & (c[:, 1] >= 0) & (c[:, 1] < grid[0])
+    sel = inside & (g.facing > MIN_FACING)
+    c, z, v = c[sel], g.depth[sel], values[sel]
+    visible = zbuffer_visible(c, z, grid)
+    if keep is not None:
+        visible &= keep[sel]
+    c, v = c[visible], v[visible]
+    if not len(c):
+        return None
+    ones = np.ones(len(c))
+    channels = []
+    for k in range(v.shape[1]):
+        filled, den = splat_fill(c, v[:, k], ones, grid)
+        channels.append(filled)
+    # fade out where no vertex lands (beyond the mesh, holes) and inside the rendered openings
+    full = float(cv2.GaussianBlur(np.pad(np.ones((1, 1), np.float32), 8), (0, 0), FILL_SIGMA_CELLS)[8, 8])
+    coverage = _smoothstep(den / (0.5 * full))
+    q = crop_landmarks / cell
+    holes = cv2.GaussianBlur(_polygon_mask(grid, [q[RIGHT_EYE], q[LEFT_EYE], q[INNER_LIPS]]).astype(np.float32), (0, 0),
+                             FILL_SIGMA_CELLS)
+    outline = cv2.GaussianBlur(_polygon_mask(grid, [face_outline(q)]).astype(np.float32), (0, 0), OUTLINE_FADE_CELLS)
+    fade = coverage * (1.0 - np.clip(2.0 * holes, 0.0, 1.0)) * outline
+    small = np.stack(channels, -1) * fade[..., None]
+    # cell (i, j) is centred on output pixel (j * cell, i * cell)
+    A = np.array([[1.0 / cell, 0, 0], [0, 1.0 / cell, 0]], np.float32)
+    up = cv2.warpAffine(small, A, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                        borderValue=0)
+    return up.reshape(h, w, -1).astype(np.float32)
 
 
 def _border_distance(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -418,12 +490,15 @@ def fit_face_shading(profile: Any, model: FaceModel | None = None) -> FaceShadin
     d2 = ((src_px[:, None, :] - lm_px[None]) ** 2).sum(-1)
     g = np.exp(-d2 / (2 * (RESIDUAL_SIGMA_IOD * iod) ** 2)) + 1e-12
     weights = (g / g.sum(1, keepdims=True)).astype(np.float32)
+    source_visible = np.zeros(len(vertices), bool)
+    source_visible[cand[zbuffer_visible(c[cand], cam[cand, 2], grid)]] = True
     return FaceShading(
         model=model, vertices=vertices, expression_basis=basis, base_expression=np.asarray(fit.expression, float),
         triangles=tri, normals=normals, feather=feather, light=light,
         to_profile=np.asarray(profile.pose.matrix).T @ R, translation=np.asarray(t, float), camera=K,
         landmark_index=np.asarray(model.landmark_index), residual_weights=weights,
         unexplained=unexplained, fit_error_px=fit.mean_error_px, light_samples=len(vis),
+        source_px=src_px + weights @ (lm - lm_px), source_visible=source_visible, identity=np.asarray(fit.identity, float),
     )
 
 
