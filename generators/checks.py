@@ -283,18 +283,20 @@ def smile_summary(df: pd.DataFrame) -> pd.DataFrame:
 # -- identity and landmark fidelity -----------------------------------------------------------------
 
 def identity_rows(identities, n: int = 200, on_identity: Callable[[str, pd.DataFrame], None] | None = None,
-                  london: str | os.PathLike | None = None, motion: MotionModel | None = None) -> pd.DataFrame:
+                  london: str | os.PathLike | None = None, motion: MotionModel | None = None,
+                  generator: str | Generator = "warp") -> pd.DataFrame:
     """Per generated image of a balanced ``n``-sample grid of each identity: dlib identity distance to
     the source photo (``identity_ok`` = below 0.6), landmarks re-detected vs rendered targets (/ IOD),
     ``detected``; with ``id``, ``yaw``, ``pitch`` (degrees). ``motion``: the profiles' AU motion model
-    (default: the FACS fields)."""
+    (default: the FACS fields); ``generator``: a registered name or an instance."""
+    gen = make_generator(generator)
     root = _root(london)
     feats = DlibFeatures()
     out = []
     for i in identities:
         prof = fit_profile(str(root / "neutral_front" / f"{i}_03.jpg"), motion=motion)
         grid = design_grid(prof, n=n, strategy="balanced", seed=0)
-        b = generate(prof, grid, size=SIZE)
+        b = generate(prof, grid, size=SIZE, generator=gen)
         emb = feats.embed(prof.image, feats.detect(prof.image))
         per, _ = score_images(b.images, b.landmarks, emb, feats)
         per["id"], per["yaw"], per["pitch"] = i, grid.yaw.to_numpy(), grid.pitch.to_numpy()
@@ -319,12 +321,15 @@ def identity_by_yaw(df: pd.DataFrame) -> pd.DataFrame:
 
 # -- AU intensity contact sheet ------------------------------------------------------------------------
 
-def au_intensity_sheet(identities=("001", "012", "024"), tile: int = 160, london: str | os.PathLike | None = None) -> np.ndarray:
-    """AU6 and AU17 at 0, A, C, E for each identity at its own pose: one uint8 RGB contact sheet."""
+def au_intensity_sheet(identities=("001", "012", "024"), tile: int = 160, london: str | os.PathLike | None = None,
+                       generator: str | Generator = "warp", motion: MotionModel | None = None) -> np.ndarray:
+    """AU6 and AU17 at 0, A, C, E for each identity at its own pose: one uint8 RGB contact sheet
+    (``generator``: a registered name or an instance; ``motion``: the profiles' AU motion model)."""
     root = _root(london)
+    gen = make_generator(generator)
     tiles, labels = [], []
     for i in identities:
-        prof = fit_profile(read_image(root / "neutral_front" / f"{i}_03.jpg"))
+        prof = fit_profile(read_image(root / "neutral_front" / f"{i}_03.jpg"), motion=motion)
         yaw, pitch, roll = prof.pose_degrees
         for au, extra in (("AU06", {"AU12": 0.0}), ("AU17", {})):
             rows = []
@@ -337,7 +342,7 @@ def au_intensity_sheet(identities=("001", "012", "024"), tile: int = 160, london
                 row[f"sem_{au}"] = float(intensity_level(inten))
                 rows.append(row)
                 labels.append(f"{i} {au} {letter}")
-            b = generate(prof, pd.DataFrame(rows).fillna(0.0), size=SIZE)
+            b = generate(prof, pd.DataFrame(rows).fillna(0.0), size=SIZE, generator=gen)
             tiles += list(b.images)
     return contact_sheet_image(np.stack(tiles), cols=8, tile=tile, labels=labels)
 

@@ -30,8 +30,8 @@ vertex lands the socket's colour fills.
 
 Then the crop is relit by the shading ratio of the same geometry (``warp+shading``); the eyelids and
 the background are the warp's. The warp's hand-written inner-point
-displacements and painted skin are off (:class:`generators.shading.GeometryOnly`): the mesh moves
-the skin and the shading draws its folds.
+displacements and painted skin are off (:class:`MeshSkin`): the mesh moves the skin and the shading
+draws its folds.
 """
 
 from __future__ import annotations
@@ -153,11 +153,22 @@ def fit_mouth_interior(face: FaceShading, colours: FaceColours) -> MouthInterior
                          residual_weights=(g / g.sum(1, keepdims=True)).astype(np.float32), cavity=socket * 0.8)
 
 
+class MeshSkin(GeometryOnly):
+    """Neither the warp's painted skin nor its hand-written inner-point displacements: the mesh moves
+    the skin between the landmarks and its shading draws the folds."""
+
+    def displacements(self, sem: dict[str, float], iod: float) -> list:
+        return []
+
+    def how(self, au: str) -> str:
+        return "ict-mesh"
+
+
 class MeshRenderer(WarpRenderer):
     """The warp's renderer with the mesh's dense map correction and shading (module doc)."""
 
     def __init__(self, src: PreparedSource, face: FaceShading, name: str = "mesh", relight: bool = True) -> None:
-        super().__init__(src, GeometryOnly(source="ict-mesh"), name)
+        super().__init__(src, MeshSkin(source="ict-mesh"), name)
         self.face = face
         self.relight = relight
         self._source_px = to_prescaled(face.source_px, src.scale)
@@ -200,7 +211,7 @@ class MeshWarp(WarpGenerator):
     """The warp generator whose per-sample renderers are :class:`MeshRenderer` of its owner's face."""
 
     def __init__(self, owner: "MeshGenerator") -> None:
-        super().__init__(GeometryOnly(source="ict-mesh"))
+        super().__init__(MeshSkin(source="ict-mesh"))
         self.owner = owner
         self.name = owner.name
 

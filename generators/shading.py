@@ -489,7 +489,7 @@ def fit_face_shading(profile: Any, model: FaceModel | None = None) -> FaceShadin
     lm_px = src_px[model.landmark_index]
     d2 = ((src_px[:, None, :] - lm_px[None]) ** 2).sum(-1)
     g = np.exp(-d2 / (2 * (RESIDUAL_SIGMA_IOD * iod) ** 2)) + 1e-12
-    weights = (g / g.sum(1, keepdims=True)).astype(np.float32)
+    weights = g / g.sum(1, keepdims=True)  # float64: used against float64 residuals every row
     source_visible = np.zeros(len(vertices), bool)
     source_visible[cand[zbuffer_visible(c[cand], cam[cand, 2], grid)]] = True
     return FaceShading(

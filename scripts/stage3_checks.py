@@ -178,7 +178,8 @@ def cmd_identity(args) -> None:
         from generators import load_motion_model
 
         motion = load_motion_model(args.motion)
-    df = checks.identity_rows(checks.ids()[args.skip: args.skip + args.ids], args.n, on_identity=show, motion=motion)
+    df = checks.identity_rows(checks.ids()[args.skip: args.skip + args.ids], args.n, on_identity=show, motion=motion,
+                              generator=checks.make_generator(args.generator))
     seconds = time.time() - t0
     df.to_csv(args.out, index=False)
     per_id = checks.identity_per_id(df)
@@ -193,12 +194,17 @@ def cmd_identity(args) -> None:
 def cmd_sheet(args) -> None:
     from fewshot.io import write_image
 
-    sheet = checks.au_intensity_sheet(args.ids.split(","), args.tile)
+    motion = None
+    if args.motion:
+        from generators import load_motion_model
+
+        motion = load_motion_model(args.motion)
+    sheet = checks.au_intensity_sheet(args.ids.split(","), args.tile, generator=checks.make_generator(args.generator), motion=motion)
     write_image(args.out, sheet)
     print(f"{args.out}: {Path(args.out).stat().st_size / 1e3:.0f} kB")
     write_results(args, f"![AU6 and AU17 at 0, A, C, E]({Path(args.out).name})\n\n"
                         f"AU6 and AU17 at 0, A, C, E (each row: one identity, AU6 then AU17), identities {args.ids}, "
-                        f"at each photo's own pose (`{Path(args.out).name}`).")
+                        f"at each photo's own pose, generator `{args.generator}` (`{Path(args.out).name}`).")
 
 
 def cmd_mouth(args) -> None:
@@ -244,7 +250,10 @@ def main() -> None:
     s.add_argument("--out", default="/tmp/stage3_identity.csv", help="per-image table")
     s.add_argument("--summary", default=str(ROOT / "docs" / "stage3_identity.csv"), help="per-identity table")
     s.add_argument("--motion", default=None, help="AU motion model .npz (default: the FACS fields)")
+    s.add_argument("--generator", default="warp", help="a registered generator (`fewshot backends` lists them)")
     s = sub.add_parser("sheet", parents=[common])
+    s.add_argument("--generator", default="warp", help="a registered generator (`fewshot backends` lists them)")
+    s.add_argument("--motion", default=None, help="AU motion model .npz (default: the FACS fields)")
     s.add_argument("--ids", default="001,012,024")
     s.add_argument("--tile", type=int, default=160)
     s.add_argument("--out", default=str(ROOT / "docs" / "stage3_au_intensities.png"))
