@@ -20,9 +20,11 @@ them (the correction is 0 at each landmark by construction: both places carry th
 A vertex the photo does not show (the far cheek of a turned source) gives no correction; the warp's
 own map stays there. Corrections are capped at :data:`MAX_FLOW_IOD` inter-ocular distances.
 
-**The mouth interior** is the model's: its teeth, gums, tongue and mouth socket (:class:`MouthInterior`),
+**The mouth interior** is the warp's painted one (``mouth="painted"``, the default: its teeth colour is
+measured on the London smiles), or (``mouth="model"``) the model's: its teeth, gums, tongue and mouth
+socket (:class:`MouthInterior`),
 deformed by the same expression (the lower teeth, gums and tongue follow ``jawOpen``), placed like the
-face, z-buffered among themselves at one-pixel cells, coloured teeth (the warp's tooth colour, from the
+face, z-buffered among themselves at cells of half the face's splat cell, coloured teeth (the warp's tooth colour, from the
 whites of the person's eyes), gums and tongue (the lips' colour) and socket (the lips' colour at
 :data:`SOCKET_SHADE`), each lit by the photo's fitted light at its normal relative to a frontal normal,
 and composited inside the rendered inner-lip polygon with the warp's opening fade. Where no interior
@@ -44,6 +46,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from fewshot.errors import ConfigError
 from fewshot.landmarks import INNER_LIPS, interocular
 
 from .grid import Grid, as_grid
@@ -167,14 +170,16 @@ class MeshSkin(GeometryOnly):
 class MeshRenderer(WarpRenderer):
     """The warp's renderer with the mesh's dense map correction and shading (module doc)."""
 
-    def __init__(self, src: PreparedSource, face: FaceShading, name: str = "mesh", relight: bool = True) -> None:
+    def __init__(self, src: PreparedSource, face: FaceShading, name: str = "mesh", relight: bool = True,
+                 model_mouth: bool = True) -> None:
         super().__init__(src, MeshSkin(source="ict-mesh"), name)
         self.face = face
         self.relight = relight
+        self.model_mouth = model_mouth
         self._source_px = to_prescaled(face.source_px, src.scale)
         self._max_flow = MAX_FLOW_IOD * float(interocular(src.points[:68]))
         self._geometry: RowGeometry | None = None
-        self.interior = fit_mouth_interior(face, src.colours)
+        self.interior = fit_mouth_interior(face, src.colours) if model_mouth else None
 
     def adjust_maps(self, mx, my, landmarks, pose_deg, aus, M):
         g = self.face.row_geometry(aus, pose_deg, np.asarray(M, float), np.asarray(landmarks, float))
@@ -191,7 +196,7 @@ class MeshRenderer(WarpRenderer):
         return mx + flow[..., 0], my + flow[..., 1]
 
     def paint_interior(self, img, landmarks, alpha, seed):
-        if self._geometry is None:
+        if self._geometry is None or self.interior is None:
             super().paint_interior(img, landmarks, alpha, seed)
         else:
             self.interior.render(self.face, self._geometry, img, landmarks, alpha)
@@ -216,7 +221,7 @@ class MeshWarp(WarpGenerator):
         self.name = owner.name
 
     def new_renderer(self, profile: Any, src: PreparedSource) -> WarpRenderer:
-        return MeshRenderer(src, self.owner.face(profile), self.name, self.owner.relight)
+        return MeshRenderer(src, self.owner.face(profile), self.name, self.owner.relight, self.owner.mouth == "model")
 
 
 @GENERATORS.register("mesh", "the person's dense ICT-FaceKit mesh (9.4k vertices) moves the skin over the warp's "
@@ -225,11 +230,14 @@ class MeshGenerator(Generator):
     """'mesh': see the module doc."""
 
     name = "mesh"
-    options = ("face_model",)
+    options = ("face_model", "mouth")
 
-    def __init__(self, face_model: str | Path | None = None, relight: bool = True) -> None:
+    def __init__(self, face_model: str | Path | None = None, relight: bool = True, mouth: str = "painted") -> None:
+        if mouth not in ("model", "painted"):
+            raise ConfigError(f"mouth must be 'model' (the face model's teeth) or 'painted' (the warp's), not {mouth!r}")
         self.model = load_face_model(face_model)
         self.relight = relight
+        self.mouth = mouth
         self.warp = MeshWarp(self)
         self._cache: tuple[Any, FaceShading] | None = None
 

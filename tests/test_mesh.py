@@ -79,11 +79,13 @@ def test_au06_and_au17_change_the_skin_at_c_to_e_not_at_0(profile, mesh_gen):
         assert change[3.0] > 0.5 and change[5.0] > change[3.0], (au, change)
 
 
-def test_open_mouth_shows_a_dark_interior_with_teeth(profile, mesh_gen):
+@pytest.mark.parametrize("mouth", ["model", "painted"])
+def test_open_mouth_shows_a_dark_interior_with_teeth(profile, mouth):
+    from generators.mesh import MeshGenerator
     from generators.mouth import inner_mouth_mask
 
     row = pick(rows(profile, ["AU26"], (0.0, 5.0)), AU26=5.0)
-    b = mesh_gen.render(profile, row, SIZE)
+    b = MeshGenerator(mouth=mouth).render(profile, row, SIZE)
     assert b.records[0]["mouth_interior"] > 0.5
     inner = inner_mouth_mask(b.landmarks[0].astype(float), (SIZE, SIZE))
     lum = luminance(b.images[:1])[0]
@@ -108,7 +110,11 @@ def test_options_are_checked(tmp_path):
     from generators import generate
     from generators.render import generator_options
 
-    assert generator_options("mesh", face_model="ict.npz") == {"face_model": "ict.npz"}
+    from generators.mesh import MeshGenerator
+
+    assert generator_options("mesh", face_model="ict.npz", mouth="model") == {"face_model": "ict.npz", "mouth": "model"}
+    with pytest.raises(ConfigError, match="mouth"):
+        MeshGenerator(mouth="teeth")
     with pytest.raises(ConfigError, match="appearance"):
         generator_options("mesh", appearance="smile.npz")
     with pytest.raises(InputError, match="face model"):
