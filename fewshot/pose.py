@@ -73,9 +73,12 @@ def camera_matrix(width: int, height: int, focal: float | None = None) -> np.nda
 
 def project(points_3d: np.ndarray, pose: HeadPose, K: np.ndarray) -> np.ndarray:
     """Project (N, 3) model points (mm) with a head pose through intrinsics K -> (N, 2) pixels."""
-    cam = points_3d @ pose.matrix.T + pose.translation
-    uv = cam[:, :2] / cam[:, 2:3]
-    return uv * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+    return camera_to_pixels(points_3d @ pose.matrix.T + pose.translation, K)
+
+
+def camera_to_pixels(cam: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N, 2) pixels of (N, 3) camera-frame points (mm) through intrinsics K (pinhole)."""
+    return cam[:, :2] / cam[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
 
 
 def estimate_pose(

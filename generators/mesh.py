@@ -49,11 +49,11 @@ import pandas as pd
 from fewshot.errors import ConfigError
 from fewshot.landmarks import INNER_LIPS, interocular
 
-from .grid import Grid, as_grid
+from .grid import Grid
 from .render import GENERATORS, GeneratedBatch, Generator, PreparedSource, WarpGenerator, WarpRenderer
 from .facemodel import load_face_model
 from .mouth import FaceColours, inner_mouth_mask
-from .shading import (GAMMA, RESIDUAL_SIGMA_IOD, FaceShading, GeometryOnly, RowGeometry, apply_ratio, fit_face_shading, sh_basis,
+from .shading import (GAMMA, FaceShading, GeometryOnly, RowGeometry, apply_ratio, fit_face_shading, residual_weights, sh_basis,
                       splat_field, splat_fill, vertex_normals, zbuffer_visible)
 from .warp import to_prescaled
 
@@ -69,7 +69,8 @@ class MouthInterior:
 
     vertices: (n, 3) mm head frame, the fitted identity with the photo's expression; expression_basis:
     (E, n, 3); triangles: (F, 3) into ``vertices``; albedo: (n, 3) sRGB 0..255; residual_weights:
-    (n, 68) rows summing to 1 (Gaussian in the head frame's x-y around the landmark vertices).
+    (n, 68) rows summing to 1 (:func:`generators.shading.residual_weights` in the head frame's x-y
+    around the landmark vertices); cavity: (3,) sRGB where no interior vertex lands.
     """
 
     vertices: np.ndarray
@@ -82,7 +83,7 @@ class MouthInterior:
     def render(self, face: FaceShading, g: RowGeometry, img: np.ndarray, landmarks: np.ndarray, alpha: float) -> None:
         """Composite the interior into ``img`` (uint8 RGB, in place) inside the inner-lip polygon of
         ``landmarks`` (output px), blended by ``alpha``."""
-        if alpha <= 0 or g.rotation is None:
+        if alpha <= 0:
             return
         h, w = img.shape[:2]
         x0, y0 = np.floor(landmarks[INNER_LIPS].min(0)).astype(int) - 2
@@ -112,8 +113,9 @@ class MouthInterior:
         vis = zbuffer_visible(c, depth, grid, tolerance=2.0)
         c, colour = c[vis], colour[vis]
         ones = np.ones(len(c))
-        rgb = np.stack([splat_fill(c, colour[:, k], ones, grid, sigma=1.2)[0] for k in range(3)], -1)
-        den = splat_fill(c, ones, ones, grid, sigma=1.2)[1]
+        fills = [splat_fill(c, colour[:, k], ones, grid, sigma=1.2) for k in range(3)]
+        rgb = np.stack([f[0] for f in fills], -1)
+        den = fills[0][1]  # the same weights for every channel
         cover = np.clip(den / 0.6, 0.0, 1.0)[..., None]
         small = (rgb * cover + self.cavity.astype(np.float32) * (1.0 - cover)).astype(np.float32)
         A = np.array([[1.0 / cell, 0, 0], [0, 1.0 / cell, 0]], np.float32)
@@ -148,12 +150,9 @@ def fit_mouth_interior(face: FaceShading, colours: FaceColours) -> MouthInterior
                              zip(parts, (socket, colours.lips * GUM_SHADE, colours.teeth))])
     v = full[idx].astype(np.float64)
     lm = full[model.landmark_index, :2].astype(np.float64)
-    iod = float(interocular(lm))
-    d2 = ((v[:, None, :2] - lm[None]) ** 2).sum(-1)
-    g = np.exp(-d2 / (2 * (RESIDUAL_SIGMA_IOD * iod) ** 2)) + 1e-12
     return MouthInterior(vertices=v, expression_basis=np.ascontiguousarray(model.expression_basis[:, idx]),
                          triangles=tri.astype(np.int32), albedo=albedo.astype(np.float32),
-                         residual_weights=(g / g.sum(1, keepdims=True)).astype(np.float32), cavity=socket * 0.8)
+                         residual_weights=residual_weights(v[:, :2], lm, float(interocular(lm))), cavity=socket * 0.8)
 
 
 class MeshSkin(GeometryOnly):
@@ -175,7 +174,6 @@ class MeshRenderer(WarpRenderer):
         super().__init__(src, MeshSkin(source="ict-mesh"), name)
         self.face = face
         self.relight = relight
-        self.model_mouth = model_mouth
         self._source_px = to_prescaled(face.source_px, src.scale)
         self._max_flow = MAX_FLOW_IOD * float(interocular(src.points[:68]))
         self._geometry: RowGeometry | None = None
@@ -206,7 +204,7 @@ class MeshRenderer(WarpRenderer):
         record["mesh"] = {"model": "ict", "vertices": int(len(self.face.vertices))}
         if not self.relight or g is None:
             return img
-        ratio = self.face.ratio({}, np.zeros(3), np.eye(2, 3), landmarks, img.shape[:2], geometry=g)
+        ratio = self.face.ratio_of(g, landmarks, img.shape[:2])
         record["shading"] = {"model": "ict", "light_samples": self.face.light_samples,
                              "range": [1.0, 1.0] if ratio is None else [round(float(ratio.min()), 3), round(float(ratio.max()), 3)]}
         return img if ratio is None else apply_ratio(img, ratio)
@@ -248,4 +246,4 @@ class MeshGenerator(Generator):
         return self._cache[1]
 
     def render(self, profile: Any, rows: Grid | pd.DataFrame, size: int = 256, full_frame: bool = False) -> GeneratedBatch:
-        return self.warp.render(profile, as_grid(rows), size, full_frame)
+        return self.warp.render(profile, rows, size, full_frame)

@@ -63,6 +63,7 @@ import pandas as pd
 
 from fewshot.landmarks import (INNER_LIPS, LEFT_BROW, LEFT_EYE, OUTER_LIPS, RIGHT_BROW, RIGHT_EYE, apply_affine, interocular,
                                similarity_transform)
+from fewshot.pose import camera_to_pixels
 
 from .appearance import AppearanceModel
 from .facemodel import FaceModel, fit_landmarks, load_face_model
@@ -326,9 +327,7 @@ class FaceShading:
         cam = expressive @ R.T + self.translation
         n_e = normals_e @ R.T
         facing = -(n_e * cam).sum(1) / np.linalg.norm(cam, axis=1)  # cosine of normal and view ray
-        K = self.camera
-        src_px = cam[:, :2] / cam[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
-        px = apply_affine(to_crop, src_px)
+        px = apply_affine(to_crop, camera_to_pixels(cam, self.camera))
         lm = px[self.landmark_index]
         S = similarity_transform(lm, crop_landmarks)
         px = apply_affine(S, px)
@@ -339,11 +338,13 @@ class FaceShading:
                            expression_delta=dw, rotation=R, to_output=apply_affine_compose(S, to_crop), residual=residual)
 
     def ratio(self, aus: dict[str, float], pose_deg: np.ndarray, to_crop: np.ndarray, crop_landmarks: np.ndarray,
-              out_shape: tuple[int, int], geometry: "RowGeometry | None" = None) -> np.ndarray | None:
+              out_shape: tuple[int, int]) -> np.ndarray | None:
         """(h, w) float32 shading ratio of one row in its output image, or None where the row changes
-        no shape (ratio 1 everywhere). Arguments as :meth:`row_geometry` (``geometry``: its result,
-        when the caller has it already)."""
-        g = self.row_geometry(aus, pose_deg, to_crop, crop_landmarks) if geometry is None else geometry
+        no shape (ratio 1 everywhere). Arguments as :meth:`row_geometry`."""
+        return self.ratio_of(self.row_geometry(aus, pose_deg, to_crop, crop_landmarks), crop_landmarks, out_shape)
+
+    def ratio_of(self, g: "RowGeometry", crop_landmarks: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray | None:
+        """:meth:`ratio` of a row whose :meth:`row_geometry` the caller has already."""
         if not g.changed:
             return None
         # what the fitted light does not explain (interreflection, subsurface, model error) is light
@@ -364,7 +365,10 @@ class RowGeometry:
 
     px: (V, 2) output px; depth: (V,) mm from the camera; facing: (V,) cosine of normal and view ray;
     normals / neutral_normals: (V, 3) camera-frame normals of the expressive / the source's mesh at
-    the row's pose; changed: whether the row's AUs move any shape; cell: the splat cell (output px).
+    the row's pose; changed: whether the row's AUs move any shape; cell: the splat cell (output px);
+    expression_delta: (E,) the row's expression weights minus the source's; rotation: (3, 3) model head
+    frame -> camera; to_output: 2x3 source-image px -> output px (``to_crop`` then the alignment on the
+    rendered landmarks); residual: (68, 2) what that alignment leaves at the landmarks.
     """
 
     px: np.ndarray
@@ -374,18 +378,17 @@ class RowGeometry:
     neutral_normals: np.ndarray
     changed: bool
     cell: float
-    expression_delta: np.ndarray | None = None
-    rotation: np.ndarray | None = None
-    to_output: np.ndarray | None = None
-    residual: np.ndarray | None = None
+    expression_delta: np.ndarray
+    rotation: np.ndarray
+    to_output: np.ndarray
+    residual: np.ndarray
 
     def place(self, camera: np.ndarray, translation: np.ndarray, vertices: np.ndarray, residual_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Other vertices of the model (head frame, (n, 3) mm, already deformed by the row's
         expression) in the output image as the face's are: (px (n, 2), camera-frame positions (n, 3) mm).
         ``residual_weights`` (n, 68) spread the landmark residuals."""
         cam = vertices @ self.rotation.T + translation
-        src_px = cam[:, :2] / cam[:, 2:3] * np.array([camera[0, 0], camera[1, 1]]) + camera[:2, 2]
-        return apply_affine(self.to_output, src_px) + residual_weights @ self.residual, cam
+        return apply_affine(self.to_output, camera_to_pixels(cam, camera)) + residual_weights @ self.residual, cam
 
 
 def apply_affine_compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -435,6 +438,15 @@ def splat_field(g: RowGeometry, values: np.ndarray, crop_landmarks: np.ndarray, 
     return up.reshape(h, w, -1).astype(np.float32)
 
 
+def residual_weights(points: np.ndarray, landmarks: np.ndarray, iod: float) -> np.ndarray:
+    """(n, 68) float64 weights spreading landmark residuals onto points (n, 2): Gaussian in the
+    distance to each of the 68 landmarks (same units; width :data:`RESIDUAL_SIGMA_IOD` x ``iod``), rows
+    summing to 1. Float64: they multiply float64 residuals every row."""
+    d2 = ((points[:, None, :] - landmarks[None]) ** 2).sum(-1)
+    g = np.exp(-d2 / (2 * (RESIDUAL_SIGMA_IOD * iod) ** 2)) + 1e-12
+    return g / g.sum(1, keepdims=True)
+
+
 def _border_distance(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """(V,) Euclidean distance (mm) of each vertex to the nearest vertex of the mesh's border (edges of
     one triangle only)."""
@@ -467,7 +479,7 @@ def fit_face_shading(profile: Any, model: FaceModel | None = None) -> FaceShadin
     R, t = fit.pose.matrix, fit.pose.translation
     cam = vertices @ R.T + t
     n_cam = normals @ R.T
-    src_px = cam[:, :2] / cam[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+    src_px = camera_to_pixels(cam, K)
     iod = float(interocular(lm))
     cell = iod / CELLS_PER_IOD
     grid = (int(np.ceil(size[1] / cell)) + 1, int(np.ceil(size[0] / cell)) + 1)
@@ -485,11 +497,9 @@ def fit_face_shading(profile: Any, model: FaceModel | None = None) -> FaceShadin
     light, unexplained = fit_sh(n_cam[vis], _sample(lum, src_px[vis]).astype(np.float64))
 
     feather = _smoothstep(_border_distance(vertices, tri) / FEATHER_MM)
-    # residual interpolation weights: Gaussian in the source projection, rows normalised
+    # residual interpolation weights: Gaussian in the source projection
     lm_px = src_px[model.landmark_index]
-    d2 = ((src_px[:, None, :] - lm_px[None]) ** 2).sum(-1)
-    g = np.exp(-d2 / (2 * (RESIDUAL_SIGMA_IOD * iod) ** 2)) + 1e-12
-    weights = g / g.sum(1, keepdims=True)  # float64: used against float64 residuals every row
+    weights = residual_weights(src_px, lm_px, iod)
     source_visible = np.zeros(len(vertices), bool)
     source_visible[cand[zbuffer_visible(c[cand], cam[cand, 2], grid)]] = True
     return FaceShading(
