@@ -52,6 +52,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fewshot.analysis import Analyzer
+from fewshot.errors import ConfigError
 from fewshot.crop import warp_crop
 from fewshot.io import read_image
 from fewshot.landmarks import INNER_LIPS, STABLE, aligned_error, apply_affine, similarity_transform
@@ -475,6 +476,14 @@ def two_sample_auc(a: np.ndarray, b: np.ndarray, groups_a, groups_b, folds: int 
     for train, test in splitter.split(x, y, groups):
         scores[test] = model.fit(x[train], y[train]).decision_function(x[test])
     return float(roc_auc_score(y, scores))
+
+
+def parse_options(items: list[str]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` (the scripts' repeatable ``--option``) as a dict; ConfigError otherwise."""
+    bad = [o for o in items if "=" not in o]
+    if bad:
+        raise ConfigError(f"--option takes KEY=VALUE, got {', '.join(bad)}")
+    return dict(o.split("=", 1) for o in items)
 
 
 def make_generator(generator="warp", options: dict | None = None) -> Generator:

@@ -1,7 +1,7 @@
 """Do rendered emotion prototypes read as the emotion? An independent FER-2013 classifier on the London set.
 
     python scripts/expression_check.py [--london ../shared/data/frl_london] [--ids 001 002] [--intensity 4]
-                                       [--generator warp] [--motion MOTION.npz] [--out runs/expression_check]
+                                       [--generator warp [--option KEY=VALUE]] [--motion MOTION.npz] [--out runs/expression_check]
                                        [--write-results [--section NAME]]
 
 For each identity, the neutral frontal photo is rendered (``generators.generate``, default ``warp``)
@@ -63,6 +63,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ids", nargs="*", default=None, help="identities (default: every neutral_front/<id>_03.jpg)")
     ap.add_argument("--intensity", type=float, default=4.0, help="FACS intensity of every prototype AU (D = 4)")
     ap.add_argument("--generator", default="warp")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a constructor option of the generator (e.g. mouth=model for mesh); repeatable")
     ap.add_argument("--motion", type=Path, default=None, help="motion model .npz (default: the FACS fields)")
     ap.add_argument("--size", type=int, default=256, help="render size (px)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/expression_check")
@@ -75,7 +77,8 @@ def main(argv=None) -> int:
     from experiments.results_doc import invocation, markdown_table, update_section
     from fewshot.analysis import Analyzer
     from fewshot.io import read_image, write_table
-    from generators import fit_profile, generate, load_motion_model
+    from fewshot.errors import FewshotError
+    from generators import checks, fit_profile, generate, load_motion_model
     from generators.expression_judge import FER_LABELS, JUDGE_NOTE, ExpressionJudge, readability_table
 
     neutral_dir, smiling_dir = a.london / "neutral_front", a.london / "smiling_front"
@@ -84,6 +87,12 @@ def main(argv=None) -> int:
         print(f"error: no London photos in {neutral_dir}; pass --london", file=sys.stderr)
         return 2
     motion = load_motion_model(a.motion) if a.motion else None
+    try:
+        generator = checks.make_generator(a.generator, checks.parse_options(a.option))  # fails before any work
+    except FewshotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    label = a.generator + (f" ({', '.join(a.option)})" if a.option else "")
     judge = ExpressionJudge()
     analyzer = Analyzer(backend="dlib", embed=False, track=False)
     rows, t0 = [], time.time()
@@ -91,7 +100,7 @@ def main(argv=None) -> int:
         photo = neutral_dir / f"{pid}_03.jpg"
         profile = fit_profile(photo, motion=motion)
         grid = prototype_grid(profile, a.intensity)
-        batch = generate(profile, grid, size=a.size, generator=a.generator)
+        batch = generate(profile, grid, size=a.size, generator=generator)
         p = judge.probabilities(batch.images, batch.landmarks)
         rows += [{"identity": pid, "kind": "rendered", "expression": e, **dict(zip(FER_LABELS, pr))}
                  for e, pr in zip(grid.expression, p)]
@@ -127,7 +136,7 @@ def main(argv=None) -> int:
 
     headers = ["faces", "intended", "FER class", "n", "argmax right", "mean P(intended)", "read as neutral", "mean P(neutral)",
                "strongest other class (mean P)"]
-    body = [*md_rows(table_r, f"{a.generator} render, D={a.intensity:g}"), *md_rows(table_p, "real photo")]
+    body = [*md_rows(table_r, f"{label} render, D={a.intensity:g}"), *md_rows(table_p, "real photo")]
     lines = [
         f"Judge: {JUDGE_NOTE}; the fer-like face box is cut from each face's 68 landmarks "
         f"(`generators.expression_judge`). {len(ids)} FRL London identities; renders are frontal, from the neutral photo, "
@@ -143,7 +152,7 @@ def main(argv=None) -> int:
     ]
     markdown = "\n".join(lines)
     fmt = {"float_format": lambda v: f"{v:.3f}", "index": False, "na_rep": "-"}
-    print(f"{JUDGE_NOTE}\nrendered ({a.generator}, D={a.intensity:g}):\n{table_r.to_string(**fmt)}\nreal photos:\n{table_p.to_string(**fmt)}")
+    print(f"{JUDGE_NOTE}\nrendered ({label}, D={a.intensity:g}):\n{table_r.to_string(**fmt)}\nreal photos:\n{table_p.to_string(**fmt)}")
     print(f"mean over the six emotions: argmax right {emo.argmax_right.mean():.3f}, P(intended) {emo.p_intended.mean():.3f}, "
           f"read neutral {emo.read_neutral.mean():.3f}; real smiles vs neutrals: P(happy) {smiles.mean():.3f} vs "
           f"{neutrals.mean():.3f}, AUC {real_auc:.3f}; {time.time() - t0:.0f}s")

@@ -131,11 +131,6 @@ def reenact_section(generator: str) -> str:
 
 def cmd_reenact(args) -> int:
     t0 = time.time()
-    try:
-        options = dict(o.split("=", 1) for o in args.option)
-    except ValueError:
-        print(f"error: --option takes KEY=VALUE, got {args.option}", file=sys.stderr)
-        return 2
     out = args.out or str(ROOT / "docs" / f"stage3_{reenact_section(args.generator)}.csv")
 
     def show(row):
@@ -143,7 +138,7 @@ def cmd_reenact(args) -> int:
 
     faces: dict = {}
     try:
-        generator = checks.make_generator(args.generator, options)  # a bad name or option fails before any work
+        generator = checks.make_generator(args.generator, checks.parse_options(args.option))  # a bad name or option fails before any work
         identities = checks.ids()[args.skip: args.skip + args.ids]
         if not identities:
             print(f"error: no London photos in {checks.LONDON / 'neutral_front'} (set FEWSHOT_SHARED)", file=sys.stderr)

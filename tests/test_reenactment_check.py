@@ -153,3 +153,11 @@ def test_reenactment_on_four_london_identities(london):
     assert s.happy_ratio == pytest.approx(df.happy_rendered.mean() / df.happy_real.mean())
     assert 0 <= s.auc_rendered <= 1 and 0 <= s.auc_neutral <= 1 and s.auc_rendered_lo <= s.auc_rendered_hi
     assert time.time() - t0 < 60
+
+
+def test_script_options_are_key_value_pairs():
+    from fewshot.errors import ConfigError
+
+    assert checks.parse_options(["mouth=model", "face_model=a=b.npz"]) == {"mouth": "model", "face_model": "a=b.npz"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        checks.parse_options(["mouth"])
