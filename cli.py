@@ -352,10 +352,22 @@ def fit_appearance_cmd(
     intensities: Optional[Path] = typer.Option(None, help="CSV of per-identity codes (columns 'identity' and the AU, FACS 0-5); "
                                                          "overrides --intensity."),
     ids: Optional[str] = typer.Option(None, help="Comma-separated identities to learn from (default: all pairs)."),
+    texture: bool = typer.Option(False, "--texture", help="Learn the mesh generator's expression texture (AU6 and AU12 "
+                                                          "skin change, e.g. from smiles) instead: --intensities then needs "
+                                                          "columns AU06 and AU12 (else --intensity is used for both)."),
 ) -> None:
     """Learn an AU's skin appearance (shading, wrinkle strength) from photo pairs of the same people."""
-    from generators.appearance import fit_appearance_from_folders, read_intensities
+    from generators.appearance import TEXTURE_AUS, fit_appearance_from_folders, read_intensities
 
+    if texture:
+        from generators.appearance import fit_texture_from_folders
+
+        levels = {a: read_intensities(intensities, a) for a in TEXTURE_AUS} if intensities else intensity
+        tex = fit_texture_from_folders(without, with_, levels, identities=ids.split(",") if ids else None)
+        tex.save(out)
+        typer.echo(f"{out}: expression texture ({', '.join(tex.fields)}) from {tex.meta['n_pairs']} pairs; "
+                   f"use it with generator 'mesh' (texture={out})")
+        return
     level = read_intensities(intensities, au) if intensities else intensity
     model = fit_appearance_from_folders(without, with_, au=au, intensity=level, identities=ids.split(",") if ids else None)
     model.save(out)

@@ -444,6 +444,26 @@ def read_intensities(path: str | Path, au: str) -> dict[str, float]:
     return dict(zip(t["identity"].astype(str), v.astype(float)))
 
 
+def _read_pairs(pairs, landmarks: dict | None = None) -> list[tuple]:
+    """(img0, lm0, img1, lm1) of :func:`pair_photos` rows, landmarks detected where not supplied."""
+    analyzer = None
+    data = []
+    for _ident, p0, p1 in pairs:
+        item = []
+        for p in (p0, p1):
+            img = read_image(p)
+            lm = (landmarks or {}).get(str(p))
+            if lm is None:
+                analyzer = analyzer or Analyzer(embed=False)
+                faces = analyzer.analyze_image(img, str(p))
+                if not faces:
+                    raise NoFaceError(f"{p}: no face found; remove the pair or use another photo")
+                lm = faces[0].landmarks
+            item += [img, lm]
+        data.append(tuple(item))
+    return data
+
+
 def fit_appearance_from_folders(
     without: str | Path,
     with_: str | Path,
@@ -466,20 +486,159 @@ def fit_appearance_from_folders(
         if missing:
             raise InputError(f"no {au} intensity for identit{'y' if len(missing) == 1 else 'ies'} {', '.join(missing[:5])}")
         intensity = [float(intensity[p[0]]) for p in pairs]
-    analyzer = None
-    data, names = [], []
-    for ident, p0, p1 in pairs:
-        item = []
-        for p in (p0, p1):
-            img = read_image(p)
-            lm = (landmarks or {}).get(str(p))
-            if lm is None:
-                analyzer = analyzer or Analyzer(embed=False)
-                faces = analyzer.analyze_image(img, str(p))
-                if not faces:
-                    raise NoFaceError(f"{p}: no face found; remove the pair or use another photo")
-                lm = faces[0].landmarks
-            item += [img, lm]
-        data.append(tuple(item))
-        names.append(ident)
-    return fit_appearance(data, au=au, intensity=intensity, names=names)
+    return fit_appearance(_read_pairs(pairs, landmarks), au=au, intensity=intensity, names=[p[0] for p in pairs])
+
+
+# -- learned expression texture ------------------------------------------------------------------------
+
+TEXTURE_AUS = ("AU06", "AU12")  # what a neutral / smiling pair of photos shows
+TEXTURE_SIGMA = 1.0  # px at CANONICAL: the learned field keeps folds and crow's feet, not the pixel noise
+TEXTURE_LIMIT = 0.35  # |log-gain| at intensity E is at most this (a fold darkens to ~70%)
+
+
+@lru_cache(maxsize=1)
+def texture_regions() -> dict[str, np.ndarray]:
+    """Soft CANONICAL x CANONICAL masks splitting the face skin between :data:`TEXTURE_AUS`: the skin
+    inside the jaw contour and just above the brows, without the eyes and the mouth opening (where a
+    photo pair differs by what is seen, not by the skin), is AU6's above the middle of the nose
+    (landmark 29: crow's feet, lower lids, the infraorbital furrow) and AU12's below (the raised
+    cheeks' apex, nasolabial folds from the nose wings down, mouth corners, lower cheeks, chin),
+    blended over a tenth of the inter-ocular distance."""
+    p = _tpl()
+    iod = _iod()
+
+    def poly(pts, blur):
+        m = np.zeros((CANONICAL, CANONICAL), np.float32)
+        cv2.fillPoly(m, [np.round(np.asarray(pts) * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
+        return cv2.GaussianBlur(m, (0, 0), blur) if blur > 0 else m
+
+    skin = poly(np.vstack([p[0:17], (p[17:27] - [0, 0.12 * iod])[::-1]]), 0.04 * iod)
+    eye_r = p[36:42].mean(0) + (p[36:42] - p[36:42].mean(0)) * 1.25
+    eye_l = p[42:48].mean(0) + (p[42:48] - p[42:48].mean(0)) * 1.25
+    mouth = p[60:68].mean(0) + (p[60:68] - p[60:68].mean(0)) * [1.05, 1.8]
+    holes = np.maximum.reduce([poly(eye_r, 0.03 * iod), poly(eye_l, 0.03 * iod), poly(mouth, 0.03 * iod)])
+    face = np.clip(skin * (1.0 - np.clip(1.5 * holes, 0, 1)), 0, 1)
+    ys = np.arange(CANONICAL, dtype=np.float32)[:, None]
+    split = float(p[29, 1])
+    lower = np.clip(0.5 + (ys - split) / (0.1 * iod), 0.0, 1.0) * np.ones((1, CANONICAL), np.float32)
+    return {"AU06": face * (1.0 - lower), "AU12": face * lower}
+
+
+@dataclass
+class ExpressionTexture:
+    """The skin change of AUs learned from photos of the same people without / with them: per AU a
+    CANONICAL x CANONICAL log-luminance gain at intensity E (folds darker, bulges brighter), scaled
+    linearly with the movement level (:func:`generators.aus.intensity_level`). Applied to every channel
+    after the field is warped onto the rendered face, like the procedural fields."""
+
+    fields: dict[str, np.ndarray]
+    meta: dict = field(default_factory=dict)
+
+    def how(self, au: str) -> str:
+        return f"learned-texture:{self.meta.get('source', '?')}" if au in self.fields else "none"
+
+    def gain(self, aus: dict[str, float]) -> np.ndarray | None:
+        """Summed log-gain of FACS intensities {AU: 0..5}; None when no learned AU is on."""
+        total = None
+        for au, f in self.fields.items():
+            x = float(intensity_level(aus.get(au, 0.0) or 0.0))
+            if x > 0:
+                total = x * f if total is None else total + x * f
+        return total
+
+    def save(self, path: str | Path) -> None:
+        meta = {**self.meta, "kind": "expression_texture", "canonical": CANONICAL}
+        arrays = {f"texture_{k}": v.astype(np.float16) for k, v in self.fields.items()}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def load_texture(path: str | Path) -> ExpressionTexture:
+    """An :class:`ExpressionTexture` saved by :meth:`ExpressionTexture.save`."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as d:
+            meta = json.loads(str(d["meta"]))
+            fields = {k[len("texture_"):]: d[k].astype(np.float32) for k in d.files if k.startswith("texture_")}
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such expression texture file; create one with 'fewshot fit-appearance --texture'") from None
+    except Exception as e:
+        raise InputError(f"{p}: not a fewshot expression texture ({type(e).__name__}); re-run 'fewshot fit-appearance --texture'") from None
+    if meta.get("kind") != "expression_texture" or meta.get("canonical") != CANONICAL or not fields \
+            or any(v.shape != (CANONICAL, CANONICAL) for v in fields.values()):
+        raise InputError(f"{p}: not a {CANONICAL}x{CANONICAL} expression texture; re-run 'fewshot fit-appearance --texture'")
+    return ExpressionTexture(fields, meta)
+
+
+def fit_expression_texture(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    levels: Sequence[dict[str, float]],
+    names: Sequence[str] | None = None,
+    source: str = "pairs",
+    shrink_t: float = 2.0,
+) -> ExpressionTexture:
+    """Learn :data:`TEXTURE_AUS`' skin change from (image_without, landmarks_without, image_with,
+    landmarks_with) pairs of the same people (uint8 RGB, (68, 2) px, roughly frontal) and the FACS
+    intensities each 'with' photo shows (``levels``: one {AU: 0..5} per pair, e.g. coded by
+    :func:`generators.code_expression`, or DISFA/BP4D labels).
+
+    Both photos of a pair go into the shape-normalised space on their own landmarks (the landmark
+    motion is the renderer's; what is left is the skin); their log-luminance difference, less its
+    median (the exposure change between the photos), lightly smoothed (:data:`TEXTURE_SIGMA`), is
+    regressed per pixel through the origin on the pair's movement level of the AU whose region
+    (:func:`texture_regions`) the pixel is in, shrunk towards 0 where the pairs disagree (factor
+    ``1 - t0^2 / t^2`` on the slope's t statistic, ``t0 = shrink_t``): what is left is the change
+    people share, not one person's moles, lid edges or hair."""
+    if not pairs:
+        raise InputError("fit_expression_texture needs at least one (without, with) pair of photos")
+    if len(levels) != len(pairs):
+        raise InputError(f"fit_expression_texture: {len(pairs)} pairs but {len(levels)} intensity records")
+    X = np.array([[float(intensity_level(lv.get(au, 0.0) or 0.0)) for au in TEXTURE_AUS] for lv in levels])
+    D = []
+    for img0, lm0, img1, lm1 in pairs:
+        d = log_luminance(to_canonical(img1, lm1)) - log_luminance(to_canonical(img0, lm0))
+        D.append(cv2.GaussianBlur((d - np.median(d)).astype(np.float32), (0, 0), TEXTURE_SIGMA))
+    D = np.stack(D)
+    regions = texture_regions()
+    fields = {}
+    for k, au in enumerate(TEXTURE_AUS):
+        x = X[:, k]
+        sxx = float((x**2).sum())
+        if sxx <= 0:
+            continue
+        fit = np.tensordot(x, D, axes=1) / sxx
+        if len(pairs) >= 3 and shrink_t > 0:
+            se2 = ((D - x[:, None, None] * fit[None]) ** 2).sum(0) / (len(pairs) - 1) / sxx
+            fit = fit * np.clip(1.0 - shrink_t**2 * se2 / np.maximum(fit**2, 1e-12), 0.0, 1.0)
+        fields[au] = (np.clip(fit, -TEXTURE_LIMIT, TEXTURE_LIMIT) * regions[au]).astype(np.float32)
+    if not fields:
+        raise InputError(f"fit_expression_texture: no pair shows {' or '.join(TEXTURE_AUS)} (all intensities 0)")
+    meta = {"source": source, "aus": list(fields), "n_pairs": len(pairs), "trained_on": list(names or []),
+            "mean_level": {au: float(X[:, k].mean()) for k, au in enumerate(TEXTURE_AUS)}, "sigma_px": TEXTURE_SIGMA,
+            "shrink_t": shrink_t}
+    return ExpressionTexture(fields, meta)
+
+
+def fit_texture_from_folders(
+    without: str | Path,
+    with_: str | Path,
+    intensity: float | dict[str, dict[str, float]] = 3.0,
+    identities: Sequence[str] | None = None,
+    landmarks: dict[str, np.ndarray] | None = None,
+) -> ExpressionTexture:
+    """:func:`fit_expression_texture` on photo pairs matched by :func:`pair_photos`; ``intensity``: one
+    FACS value for every AU of :data:`TEXTURE_AUS` in every pair, or {AU: {identity: value}}."""
+    pairs = pair_photos(without, with_)
+    if identities is not None:
+        keep = set(identities)
+        pairs = [p for p in pairs if p[0] in keep]
+    if isinstance(intensity, dict):
+        missing = sorted({p[0] for p in pairs for au in TEXTURE_AUS if p[0] not in intensity.get(au, {})})
+        if missing:
+            raise InputError(f"no {'/'.join(TEXTURE_AUS)} intensities for identit{'y' if len(missing) == 1 else 'ies'} "
+                             f"{', '.join(missing[:5])}")
+        levels = [{au: float(intensity[au][p[0]]) for au in TEXTURE_AUS} for p in pairs]
+    else:
+        levels = [{au: float(intensity) for au in TEXTURE_AUS} for _ in pairs]
+    return fit_expression_texture(_read_pairs(pairs, landmarks), levels, names=[p[0] for p in pairs], source=Path(with_).name)

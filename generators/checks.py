@@ -57,7 +57,7 @@ from fewshot.crop import warp_crop
 from fewshot.io import read_image
 from fewshot.landmarks import INNER_LIPS, STABLE, aligned_error, apply_affine, similarity_transform
 
-from .appearance import fit_appearance_from_folders, region_masks
+from .appearance import ExpressionTexture, fit_appearance_from_folders, fit_expression_texture, region_masks
 from .aus import intensity_level
 from .expression_judge import FER_LABELS, ExpressionJudge, face_box_transform
 from .grid import design_grid
@@ -494,9 +494,45 @@ def make_generator(generator="warp", options: dict | None = None) -> Generator:
     return GENERATORS.create(generator, **generator_options(generator, **(options or {})))
 
 
+def london_texture(identities, lmc, codes: dict | None = None, london: str | os.PathLike | None = None) -> ExpressionTexture:
+    """The expression texture (:func:`generators.appearance.fit_expression_texture`) of the London
+    neutral / smiling pairs of ``identities``, each smile at its FACS codes (``codes`` as
+    :func:`code_smiles` returns them; coded here when not given)."""
+    root = _root(london)
+    if codes is None:
+        codes = code_smiles(identities, lmc, london=london)[1]
+    pairs = []
+    for i in identities:
+        p0, p1 = root / "neutral_front" / f"{i}_03.jpg", root / "smiling_front" / f"{i}_08.jpg"
+        pairs.append((read_image(p0), lmc[str(p0)], read_image(p1), lmc[str(p1)]))
+    return fit_expression_texture(pairs, [codes[i][0] for i in identities], names=list(identities), source="frl_london")
+
+
+def texture_folds(identities, lmc, codes: dict | None = None, folds: int = 2, london: str | os.PathLike | None = None,
+                  pool=None) -> dict[str, ExpressionTexture]:
+    """{identity: the expression texture learned on the London pairs of the other folds} (the sorted
+    ``pool``, default every London identity, dealt into ``folds`` folds in turn; ``identities`` must be
+    in it): a check on a London identity never renders it with skin learned from its own photos."""
+    everyone = sorted(pool) if pool is not None else ids(london)
+    if codes is None:
+        codes = code_smiles(everyone, lmc, london=london)[1]
+    fold_of = {i: k % folds for k, i in enumerate(everyone)}
+    learned = {k: london_texture([i for i in everyone if fold_of[i] != k], lmc, codes, london) for k in range(folds)}
+    return {i: learned[fold_of[i]] for i in identities}
+
+
+def with_texture(gen: Generator, texture: ExpressionTexture | None) -> bool:
+    """Give a generator that draws a learned expression texture (``mesh``) this one; False when the
+    generator has none to replace (then it renders as it is)."""
+    if not hasattr(gen, "texture"):
+        return False
+    gen.texture = texture
+    return True
+
+
 def reenactment_rows(identities, lmc, generator="warp", options: dict | None = None, judge=None,
                      faces: dict | None = None, on_row: Callable[[dict], None] | None = None,
-                     london: str | os.PathLike | None = None) -> pd.DataFrame:
+                     london: str | os.PathLike | None = None, textures: dict | None = None) -> pd.DataFrame:
     """Self-reenactment: each neutral photo driven by the landmarks of the same person's real smile (the
     smile check's "reenacted" variant: those landmarks moved into the neutral photo's frame, rendered at
     the smile's measured head pose with its FACS codes and AU6 level), compared with that real smile in
@@ -510,7 +546,9 @@ def reenactment_rows(identities, lmc, generator="warp", options: dict | None = N
 
     generator: a registered name (with ``options``) or an instance. ``faces``: a dict that receives, per
     kind ('real', 'rendered', 'neutral'), the list of grey :func:`face_box` crops in row order, for
-    :func:`realism_summary`'s two-sample test."""
+    :func:`realism_summary`'s two-sample test. ``textures``: {identity: expression texture} to render
+    each identity with (:func:`texture_folds`: learned on the other identities), for a generator that
+    draws one."""
     gen = make_generator(generator, options)
     judge = judge or ExpressionJudge()
     happy = FER_LABELS.index("happy")
@@ -521,6 +559,8 @@ def reenactment_rows(identities, lmc, generator="warp", options: dict | None = N
         prof, (aus, fit_err, pose) = profiles[i], codes[i]
         p_smi, (real, real_lm), (neu, neu_lm) = pair_crops(prof, root, i, lmc)
         target = in_neutral_frame(prof, lmc[str(p_smi)])
+        if textures is not None:
+            with_texture(gen, textures[i])
         b = gen.render(prof, smile_row(prof, aus, float(intensity_level(aus["AU06"])), target, pose), size=SIZE)
         rend, rend_lm = b.images[0], b.landmarks[0]
         mask = face_mask(real_lm)

@@ -38,7 +38,7 @@ draws its folds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ import pandas as pd
 from fewshot.errors import ConfigError
 from fewshot.landmarks import INNER_LIPS, interocular
 
+from .appearance import ExpressionTexture, load_texture
 from .grid import Grid
 from .render import GENERATORS, GeneratedBatch, Generator, PreparedSource, WarpGenerator, WarpRenderer
 from .facemodel import load_face_model
@@ -61,6 +62,19 @@ MAX_FLOW_IOD = 0.15  # a correction of the warp's map is at most this many sourc
 SOCKET_SHADE = 0.3  # the mouth socket's albedo: the lips' colour times this (a dark red-brown cavity)
 GUM_SHADE = 0.9  # gums and tongue: the lips' colour times this
 INTERIOR_PARTS = ("mouth_socket", "gums_tongue", "teeth")
+LONDON_TEXTURE = Path(__file__).resolve().parent / "data" / "london_smile_texture.npz"
+
+
+def resolve_texture(texture: "str | Path | ExpressionTexture | None") -> ExpressionTexture | None:
+    """The mesh's learned expression texture: an instance as it is, ``"london"`` (the default: the
+    file :data:`LONDON_TEXTURE`, learned by ``scripts/derive_london_texture.py`` on the 40 FRL London
+    neutral / smiling pairs), ``"none"`` (no learned skin change), or a path to an
+    :meth:`~generators.appearance.ExpressionTexture.save` file."""
+    if texture is None or isinstance(texture, ExpressionTexture):
+        return texture
+    if str(texture) == "none":
+        return None
+    return load_texture(LONDON_TEXTURE if str(texture) == "london" else texture)
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,7 +184,7 @@ class MeshRenderer(WarpRenderer):
     """The warp's renderer with the mesh's dense map correction and shading (module doc)."""
 
     def __init__(self, src: PreparedSource, face: FaceShading, name: str = "mesh", relight: bool = True,
-                 model_mouth: bool = True) -> None:
+                 model_mouth: bool = True, texture: ExpressionTexture | None = None) -> None:
         super().__init__(src, MeshSkin(source="ict-mesh"), name)
         self.face = face
         self.relight = relight
@@ -178,10 +192,31 @@ class MeshRenderer(WarpRenderer):
         self._max_flow = MAX_FLOW_IOD * float(interocular(src.points[:68]))
         self._geometry: RowGeometry | None = None
         self.interior = fit_mouth_interior(face, src.colours) if model_mouth else None
+        self.texture = texture
+        self._learned_on: dict[str, float] = {}
+
+    def skin_gain(self, aus, sem, seed):
+        return None if self.texture is None else self.texture.gain(aus)
+
+    def _ratio_geometry(self, g: RowGeometry) -> RowGeometry:
+        """``g`` with its reference shading at the source's expression plus the row's AUs whose skin
+        change is learned (:attr:`texture`): their light and shadow are the texture's, the ratio
+        draws only the other AUs' (``g`` itself when no learned AU is on)."""
+        if not self._learned_on:
+            return g
+        face = self.face
+        dw = face.expression_weights(self._learned_on) - face.base_expression
+        active = np.flatnonzero(np.abs(dw) > 1e-6)
+        if not len(active):
+            return g
+        v = face.vertices + np.tensordot(dw[active], face.expression_basis[active], axes=1)
+        return replace(g, neutral_normals=vertex_normals(v, face.triangles) @ g.rotation.T)
 
     def adjust_maps(self, mx, my, landmarks, pose_deg, aus, M):
         g = self.face.row_geometry(aus, pose_deg, np.asarray(M, float), np.asarray(landmarks, float))
         self._geometry = g
+        learned = self.texture.fields if self.texture is not None else {}
+        self._learned_on = {au: v for au, v in aus.items() if au in learned and v > 0}
         inside = (g.px[:, 0] >= 0) & (g.px[:, 0] <= mx.shape[1] - 1) & (g.px[:, 1] >= 0) & (g.px[:, 1] <= mx.shape[0] - 1)
         keep = inside & self.face.source_visible
         d = np.zeros_like(g.px)
@@ -202,9 +237,12 @@ class MeshRenderer(WarpRenderer):
     def finish(self, img, landmarks, record):
         g, self._geometry = self._geometry, None
         record["mesh"] = {"model": "ict", "vertices": int(len(self.face.vertices))}
+        if self.texture is not None:
+            record["texture"] = {"source": self.texture.meta.get("source", "?"),
+                                 "aus": {au: round(float(v), 3) for au, v in sorted(self._learned_on.items())}}
         if not self.relight or g is None:
             return img
-        ratio = self.face.ratio_of(g, landmarks, img.shape[:2])
+        ratio = self.face.ratio_of(self._ratio_geometry(g), landmarks, img.shape[:2])
         record["shading"] = {"model": "ict", "light_samples": self.face.light_samples,
                              "range": [1.0, 1.0] if ratio is None else [round(float(ratio.min()), 3), round(float(ratio.max()), 3)]}
         return img if ratio is None else apply_ratio(img, ratio)
@@ -219,7 +257,8 @@ class MeshWarp(WarpGenerator):
         self.name = owner.name
 
     def new_renderer(self, profile: Any, src: PreparedSource) -> WarpRenderer:
-        return MeshRenderer(src, self.owner.face(profile), self.name, self.owner.relight, self.owner.mouth == "model")
+        return MeshRenderer(src, self.owner.face(profile), self.name, self.owner.relight, self.owner.mouth == "model",
+                            self.owner.texture)
 
 
 @GENERATORS.register("mesh", "the person's dense ICT-FaceKit mesh (9.4k vertices) moves the skin over the warp's "
@@ -228,14 +267,16 @@ class MeshGenerator(Generator):
     """'mesh': see the module doc."""
 
     name = "mesh"
-    options = ("face_model", "mouth")
+    options = ("face_model", "mouth", "texture")
 
-    def __init__(self, face_model: str | Path | None = None, relight: bool = True, mouth: str = "painted") -> None:
+    def __init__(self, face_model: str | Path | None = None, relight: bool = True, mouth: str = "painted",
+                 texture: "str | Path | ExpressionTexture | None" = "london") -> None:
         if mouth not in ("model", "painted"):
             raise ConfigError(f"mouth must be 'model' (the face model's teeth) or 'painted' (the warp's), not {mouth!r}")
         self.model = load_face_model(face_model)
         self.relight = relight
         self.mouth = mouth
+        self.texture = resolve_texture(texture)
         self.warp = MeshWarp(self)
         self._cache: tuple[Any, FaceShading] | None = None
 

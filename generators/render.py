@@ -203,7 +203,7 @@ class WarpRenderer:
         mx, my = self.adjust_maps(*W.dense_map(ids, A), dst[:68], pose_deg, aus, M)
         img = cv2.remap(src.image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
-        gain = self.appearance.gain(sem, seed) if sem else None
+        gain = self.skin_gain(aus, sem, seed)
         if gain is not None:
             A2 = W.triangle_affines(dst, np.concatenate([self._canon[: W.N_FACE], W.border_points(CANONICAL)]), tri)
             # the crop -> face-space map is continuous: built at half resolution, upsampled exactly
@@ -223,6 +223,12 @@ class WarpRenderer:
             lid_alpha.append(a)
         record = render_record(aus, sem, self.appearance, mouth_alpha, tuple(lid_alpha), seed, self.name)
         return self.finish(img, lm, record), lm.astype(np.float32), record
+
+    def skin_gain(self, aus: dict, sem: dict, seed: int) -> np.ndarray | None:
+        """The row's log-luminance gain in the shape-normalised space of :mod:`generators.appearance`
+        (CANONICAL x CANONICAL, warped onto the rendered face), or None for none. The warp's own: its
+        appearance model's semantic fields (procedural or learned) at the row's ``sem`` levels."""
+        return self.appearance.gain(sem, seed) if sem else None
 
     def adjust_maps(self, mx: np.ndarray, my: np.ndarray, landmarks: np.ndarray, pose_deg: np.ndarray, aus: dict,
                     M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

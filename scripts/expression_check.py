@@ -67,6 +67,9 @@ def main(argv=None) -> int:
                     help="a constructor option of the generator (e.g. mouth=model for mesh); repeatable")
     ap.add_argument("--motion", type=Path, default=None, help="motion model .npz (default: the FACS fields)")
     ap.add_argument("--size", type=int, default=256, help="render size (px)")
+    ap.add_argument("--texture-folds", type=int, default=2,
+                    help="a generator with a learned expression texture (mesh) renders each identity with one learned on the "
+                         "other London identities' pairs, dealt into this many folds (0: its own texture)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/expression_check")
     ap.add_argument("--write-results", action="store_true", help="replace the --section block of docs/results.md")
     ap.add_argument("--section", default="expression_readability",
@@ -93,6 +96,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     label = a.generator + (f" ({', '.join(a.option)})" if a.option else "")
+    textures = None
+    if a.texture_folds and hasattr(generator, "texture") and "texture" not in checks.parse_options(a.option):
+        # learned on the other folds' identities: the judge never sees a face rendered with its own skin
+        textures = checks.texture_folds(ids, checks.landmarks_cache(london=a.london), folds=a.texture_folds, london=a.london)
+        label += f" (expression texture learned on the other of {a.texture_folds} identity folds)"
     judge = ExpressionJudge()
     analyzer = Analyzer(backend="dlib", embed=False, track=False)
     rows, t0 = [], time.time()
@@ -100,6 +108,8 @@ def main(argv=None) -> int:
         photo = neutral_dir / f"{pid}_03.jpg"
         profile = fit_profile(photo, motion=motion)
         grid = prototype_grid(profile, a.intensity)
+        if textures is not None:
+            checks.with_texture(generator, textures[pid])
         batch = generate(profile, grid, size=a.size, generator=generator)
         p = judge.probabilities(batch.images, batch.landmarks)
         rows += [{"identity": pid, "kind": "rendered", "expression": e, **dict(zip(FER_LABELS, pr))}

@@ -143,7 +143,14 @@ def cmd_reenact(args) -> int:
         if not identities:
             print(f"error: no London photos in {checks.LONDON / 'neutral_front'} (set FEWSHOT_SHARED)", file=sys.stderr)
             return 2
-        df = checks.reenactment_rows(identities, checks.landmarks_cache(), generator, faces=faces, on_row=show)
+        lmc = checks.landmarks_cache()
+        opts = checks.parse_options(args.option)
+        # a learned expression texture is learned on the other fold (never on the identity it renders)
+        textures = (checks.texture_folds(identities, lmc, folds=args.texture_folds)
+                    if args.texture_folds and hasattr(generator, "texture") and "texture" not in opts else None)
+        if textures:
+            print(f"expression texture: learned on the other of {args.texture_folds} identity folds per identity", flush=True)
+        df = checks.reenactment_rows(identities, lmc, generator, faces=faces, on_row=show, textures=textures)
     except FewshotError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -262,6 +269,9 @@ def main() -> None:
                    help="a constructor option of the generator (e.g. appearance=smile_au06.npz, refiner=r.pt); repeatable")
     s.add_argument("--ids", type=int, default=40)
     s.add_argument("--skip", type=int, default=0, help="start after this many identities (sorted)")
+    s.add_argument("--texture-folds", type=int, default=2,
+                   help="a generator with a learned expression texture (mesh) renders each identity with one learned on the "
+                        "other London identities' pairs, dealt into this many folds (0: its own texture, e.g. trained on all)")
     s.add_argument("--out", default=None, help="per-identity table (default: docs/stage3_reenactment_<generator>.csv)")
     a = ap.parse_args()
     commands = {"smile": cmd_smile, "identity": cmd_identity, "sheet": cmd_sheet, "mouth": cmd_mouth, "reenact": cmd_reenact}
