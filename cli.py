@@ -325,6 +325,7 @@ def synthesize(
     generator: str = typer.Option("warp", help=f"Generator: {', '.join(GENERATORS.names())}."),
     appearance: Optional[Path] = typer.Option(None, help="Learned AU appearance .npz from `fewshot fit-appearance`."),
     refiner: Optional[Path] = typer.Option(None, help="Refiner weights from `fewshot train-generator` (warp+refiner)."),
+    texture: Optional[str] = typer.Option(None, help="Expression texture .npz from `fewshot fit-appearance --texture`, or 'none' (mesh; default: the London one)."),
     full_frame: bool = typer.Option(False, "--full-frame", help="Also store full frames (source image frame)."),
     compression: str = typer.Option("gzip", help="Image compression: gzip (level 1) | lzf | none."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -334,7 +335,7 @@ def synthesize(
     """Render a grid of the person into an HDF5 store (images, landmarks, AUs, pose) + a contact sheet."""
     from generators.store import synthesize_files
 
-    rep = synthesize_files(grid, out, photo=photo, clip=clip, appearance=appearance, refiner=refiner, size=size, chunk=chunk,
+    rep = synthesize_files(grid, out, photo=photo, clip=clip, appearance=appearance, refiner=refiner, texture=texture, size=size, chunk=chunk,
                            generator=generator, full_frame=full_frame, compression=compression, progress=progress,
                            allow_other_source=allow_other_source)
     typer.echo(f"{out}: {rep.n} samples, {rep.chunks_rendered} chunk(s) rendered, {rep.chunks_skipped} already done "

@@ -71,7 +71,7 @@ from fewshot.registry import Registry
 from fewshot.selection import expression_residual
 from generators.render import GENERATORS
 
-GENERATOR_FILE_OPTIONS = ("appearance", "refiner")  # synthesis options a generator may or may not take
+GENERATOR_FILE_OPTIONS = ("appearance", "refiner", "texture")  # synthesis options a generator may or may not take
 
 PROTOCOL_DEFAULTS: dict[str, Any] = {
     "reference": "neutral",  # neutral | first | given

@@ -453,6 +453,7 @@ def synthesize_files(
     clip: str | Path | None = None,
     appearance: str | Path | None = None,
     refiner: str | Path | None = None,
+    texture: str | Path | None = None,
     backend: str = "dlib",
     size: int = 256,
     chunk: int = 64,
@@ -472,6 +473,8 @@ def synthesize_files(
         opts["appearance"] = str(appearance)
     if refiner:
         opts["refiner"] = str(refiner)
+    if texture:
+        opts["texture"] = str(texture)
     src_file = source if source.is_file() else None
     return synthesize(profile, table, out, size=size, chunk=chunk, compression=compression, generator_options=opts, source_path=src_file,
                       grid_path=grid, **kwargs)  # fmt: skip

@@ -2,12 +2,16 @@
 score that person's two real photos (neutral, smiling) with its own adapted model.
 
     python scripts/london_check.py [--london ../shared/data/frl_london] [--strategies ...] [--out runs/london_check]
+                                   [--generator mesh --motion generators/data/ict_motion.npz] [--section NAME]
 
 Identities: the base model's held-out test identities (recorded in its provenance; the shipped base
 model never saw their synthetic grids or photos). For every strategy it reports the pooled AUC of
 P(AU12) (and P(AU06)) over smiling-vs-neutral photos, next to the base model's on the same photos.
 Per-identity rows go to ``<out>/rows.csv`` (resumable: finished identity x strategy rows are kept),
-the summary to ``<out>/summary.csv`` and ``.md``.
+the summary to ``<out>/summary.csv`` and ``.md``. ``--generator`` / ``--motion``: the synthesis of every
+adaptation (default: the config's). A generator that draws a learned expression texture (``mesh``)
+gets one learned on the London pairs of the *other* identities (``<out>/texture.npz``), never the
+shipped one, which has seen these people's smiles.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ def main(argv=None) -> int:
     ap.add_argument("--plasticity", type=float, default=0.5)
     ap.add_argument("--ids", nargs="*", default=None, help="identities (default: the base model's test identities)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/london_check")
-    ap.add_argument("--write-results", action="store_true", help="replace the london_check block of docs/results.md with this run")
+    ap.add_argument("--generator", default=None, help="synthesis generator (default: the adapt config's)")
+    ap.add_argument("--motion", type=Path, default=None, help="AU motion model .npz for the synthesis (default: the config's)")
+    ap.add_argument("--write-results", action="store_true", help="replace the --section block of docs/results.md with this run")
+    ap.add_argument("--section", default="london_check", help="the docs/results.md block --write-results replaces")
     a = ap.parse_args(argv)
 
     from fewshot.adaptation import AdaptConfig, adapt_person, load_base
@@ -58,6 +65,24 @@ def main(argv=None) -> int:
         return 2
     an = Analyzer(embed=False)
     a.out.mkdir(parents=True, exist_ok=True)
+    synthesis = {}
+    if a.generator:
+        synthesis["synthesis.generator"] = a.generator
+    if a.motion:
+        synthesis["synthesis.motion"] = str(a.motion)
+    from generators.render import GENERATORS
+
+    generator = a.generator or AdaptConfig().synthesis.generator
+    if "texture" in GENERATORS.get(generator).options:
+        from generators import checks
+
+        texture_path = a.out / "texture.npz"
+        if not texture_path.exists():
+            others = [i for i in checks.ids(a.london) if i not in set(ids)]
+            lmc = checks.london_landmarks(others, an, a.london)
+            checks.london_texture(others, lmc, london=a.london).save(texture_path)
+            print(f"{texture_path}: expression texture learned on the {len(others)} other London identities", flush=True)
+        synthesis["synthesis.texture"] = str(texture_path)
     rows_path = a.out / "rows.csv"
     rows = pd.read_csv(rows_path, dtype={"identity": str}) if rows_path.exists() else pd.DataFrame()
     done = set(zip(rows.get("identity", []), rows.get("strategy", [])))
@@ -69,7 +94,7 @@ def main(argv=None) -> int:
             if s == "base":
                 model = base
             else:
-                cfg = AdaptConfig().override({"strategy.name": s, "strategy.plasticity": a.plasticity})
+                cfg = AdaptConfig().override({"strategy.name": s, "strategy.plasticity": a.plasticity, **synthesis})
                 model = adapt_person(str(photos[0]), base=base_path, config=cfg, progress=False).model
             sc = score_photos(model, photos, an)
             new = pd.DataFrame({"identity": i, "strategy": s, "photo": ["neutral", "smiling"],
@@ -98,8 +123,10 @@ def main(argv=None) -> int:
         rows_md = [[names.get(r.strategy, r.strategy), f"{r.AU12_AUC:.3f}", f"{r.AU06_AUC:.3f}", f"{r.AU12_p_smiling:.3f}",
                     f"{r.AU12_p_neutral:.3f}", "-" if r.strategy == "base" else f"{r.seconds_per_adapt:.1f}"] for r in summ.itertuples(index=False)]
         headers = ["strategy", "AU12 AUC", "AU06 AUC", "mean P(AU12) smiling", "mean P(AU12) neutral", "s per adaptation"]
-        note = f"{summ.identities.max()} identities, plasticity {a.plasticity}, seed 0; seconds include concurrent load on the machine."
-        update_section("london_check", markdown_table(headers, rows_md) + "\n\n" + note, command=invocation())
+        note = (f"{summ.identities.max()} identities, plasticity {a.plasticity}, seed 0, generator `{generator}`"
+                f"{f', motion `{a.motion.name}`' if a.motion else ''}{', expression texture learned on the other London identities' if 'synthesis.texture' in synthesis else ''}; "
+                "seconds include concurrent load on the machine.")
+        update_section(a.section, markdown_table(headers, rows_md) + "\n\n" + note, command=invocation())
     return 0
 
 

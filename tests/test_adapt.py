@@ -254,6 +254,27 @@ def test_cli_adapt_takes_every_generator_option_and_records_it(tiny_base, genera
     assert r.exit_code == 2 and "needs --refiner" in r.output
 
 
+def test_adapt_with_the_mesh_takes_its_expression_texture(tiny_base, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+    from generators.appearance import CANONICAL, ExpressionTexture
+
+    tex = tmp_path / "texture.npz"
+    ExpressionTexture({"AU12": np.full((CANONICAL, CANONICAL), -0.05, np.float32)}, {"source": "test"}).save(tex)
+    out = tmp_path / "adapted"
+    r = CliRunner().invoke(app, ["adapt", "--base", str(tiny_base), "--out", str(out), "--grid-size", "12", "--epochs", "1",
+                                 "--render-size", "64", "--generator", "mesh", "--texture", str(tex)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["synthesis"]["texture"] == str(tex) and rep["synthetic"]["generator"] == "mesh"
+    r = CliRunner().invoke(app, ["adapt", "--base", str(tiny_base), "--out", str(tmp_path / "b"), "--texture", str(tex)])
+    assert r.exit_code == 2 and "takes no --texture" in r.output and not (tmp_path / "b").exists()
+    r = CliRunner().invoke(app, ["adapt", "--base", str(tiny_base), "--out", str(tmp_path / "c"), "--generator", "mesh",
+                                 "--texture", str(tmp_path / "missing.npz")])
+    assert r.exit_code == 2 and "missing.npz" in r.output and not (tmp_path / "c").exists()
+
+
 def test_refiner_changes_the_synthetic_set(tiny_base, generator_files):
     from fewshot.adaptation import adapt_person
 

@@ -58,6 +58,7 @@ class SynthesisConfig:
     appearance: str | None = _opt(None, "Learned AU appearance .npz from `fewshot fit-appearance` (default: procedural).")
     motion: str | None = _opt(None, "AU motion model .npz from `fewshot fit-motion`, or generators/data/ict_motion.npz (ICT-FaceKit shapes) (default: FACS fields).")
     refiner: str | None = _opt(None, "Refiner weights from `fewshot train-generator` (generator warp+refiner).")
+    texture: str | None = _opt(None, "Expression texture .npz from `fewshot fit-appearance --texture`, or 'none' (generator mesh; default: the London one).")
     render_size: int = _opt(128, "Synthesis resolution in pixels (the model's own crop size is applied after).")
 
 
@@ -125,7 +126,8 @@ class AdaptConfig:
 
     def generator_options(self) -> dict[str, Any]:
         """The chosen generator's constructor options (checked against what it takes)."""
-        return generator_options(self.synthesis.generator, appearance=self.synthesis.appearance, refiner=self.synthesis.refiner)
+        s = self.synthesis
+        return generator_options(s.generator, appearance=s.appearance, refiner=s.refiner, texture=s.texture)
 
     def validate(self) -> "AdaptConfig":
         """Check every value (registries, ranges, files) before any work; returns self."""
@@ -133,8 +135,8 @@ class AdaptConfig:
         GRID_STRATEGIES.get(self.grid.strategy)
         if self.synthesizes:
             self.generator_options()
-        elif self.synthesis.appearance or self.synthesis.refiner or self.synthesis.motion:
-            raise ConfigError(f"generator {NO_SYNTHESIS!r} renders nothing, so --appearance, --motion and --refiner do not apply")
+        elif self.synthesis.appearance or self.synthesis.refiner or self.synthesis.motion or self.synthesis.texture:
+            raise ConfigError(f"generator {NO_SYNTHESIS!r} renders nothing, so --appearance, --motion, --refiner and --texture do not apply")
         checks = [
             (0.0 <= self.strategy.plasticity <= 1.0, f"--plasticity must be in [0, 1], not {self.strategy.plasticity}"),
             (self.grid.size >= 10, f"--grid-size must be at least 10, not {self.grid.size}"),
@@ -150,9 +152,9 @@ class AdaptConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        for name in ("appearance", "motion", "refiner"):
+        for name in ("appearance", "motion", "refiner", "texture"):
             path = getattr(self.synthesis, name)
-            if path is not None and not Path(path).is_file():
+            if path is not None and not (name == "texture" and path in ("none", "london")) and not Path(path).is_file():
                 raise InputError(f"{path}: no such {name} file (--{name})")
         return self
 
