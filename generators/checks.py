@@ -285,11 +285,12 @@ def smile_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 def identity_rows(identities, n: int = 200, on_identity: Callable[[str, pd.DataFrame], None] | None = None,
                   london: str | os.PathLike | None = None, motion: MotionModel | None = None,
-                  generator: str | Generator = "warp") -> pd.DataFrame:
+                  generator: str | Generator = "warp", textures: dict | None = None) -> pd.DataFrame:
     """Per generated image of a balanced ``n``-sample grid of each identity: dlib identity distance to
     the source photo (``identity_ok`` = below 0.6), landmarks re-detected vs rendered targets (/ IOD),
     ``detected``; with ``id``, ``yaw``, ``pitch`` (degrees). ``motion``: the profiles' AU motion model
-    (default: the FACS fields); ``generator``: a registered name or an instance."""
+    (default: the FACS fields); ``generator``: a registered name or an instance; ``textures``: as
+    :func:`reenactment_rows`'."""
     gen = make_generator(generator)
     root = _root(london)
     feats = DlibFeatures()
@@ -297,6 +298,8 @@ def identity_rows(identities, n: int = 200, on_identity: Callable[[str, pd.DataF
     for i in identities:
         prof = fit_profile(str(root / "neutral_front" / f"{i}_03.jpg"), motion=motion)
         grid = design_grid(prof, n=n, strategy="balanced", seed=0)
+        if textures is not None:
+            with_texture(gen, textures[i])
         b = generate(prof, grid, size=SIZE, generator=gen)
         emb = feats.embed(prof.image, feats.detect(prof.image))
         per, _ = score_images(b.images, b.landmarks, emb, feats)
@@ -323,13 +326,17 @@ def identity_by_yaw(df: pd.DataFrame) -> pd.DataFrame:
 # -- AU intensity contact sheet ------------------------------------------------------------------------
 
 def au_intensity_sheet(identities=("001", "012", "024"), tile: int = 160, london: str | os.PathLike | None = None,
-                       generator: str | Generator = "warp", motion: MotionModel | None = None) -> np.ndarray:
+                       generator: str | Generator = "warp", motion: MotionModel | None = None,
+                       textures: dict | None = None) -> np.ndarray:
     """AU6 and AU17 at 0, A, C, E for each identity at its own pose: one uint8 RGB contact sheet
-    (``generator``: a registered name or an instance; ``motion``: the profiles' AU motion model)."""
+    (``generator``: a registered name or an instance; ``motion``: the profiles' AU motion model;
+    ``textures``: as :func:`reenactment_rows`')."""
     root = _root(london)
     gen = make_generator(generator)
     tiles, labels = [], []
     for i in identities:
+        if textures is not None:
+            with_texture(gen, textures[i])
         prof = fit_profile(read_image(root / "neutral_front" / f"{i}_03.jpg"), motion=motion)
         yaw, pitch, roll = prof.pose_degrees
         for au, extra in (("AU06", {"AU12": 0.0}), ("AU17", {})):

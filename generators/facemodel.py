@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -466,3 +466,35 @@ def fit_landmarks(
         identity=theta[:k], expression=theta[k:], pose=pose, camera=K, landmarks_3d=pts,
         reprojected=reprojected, error_px=np.linalg.norm(reprojected - target, axis=1),
     )
+
+
+@dataclass(frozen=True)
+class FaceView:
+    """One more photo or frame of the person, for fitting the identity on several views: ``landmarks``
+    (68, 2) px detected in an image of ``image_size`` (width, height), ``pose`` its head pose."""
+
+    landmarks: np.ndarray
+    image_size: tuple[int, int]
+    pose: HeadPose | None = None
+
+
+def fit_views(
+    reference: FaceView,
+    others: Sequence[FaceView] = (),
+    model: FaceModel | None = None,
+    focal: float | None = None,
+) -> LandmarkFit:
+    """Fit one identity to several views of a person and the reference view's pose and expression.
+
+    Each view is fitted on its own (:func:`fit_landmarks`: identity, expression, pose); the identity is
+    the mean of the views' identities (each view's expression and pose are its own, so a smile in one
+    frame and a turned head in another do not leak into the shape), and the reference view is fitted
+    again with that identity held fixed. One view: :func:`fit_landmarks` of it. ``focal``: as
+    :func:`fit_landmarks` (the same for every view; None: each view's max(W, H))."""
+    model = load_face_model() if model is None else model
+    first = fit_landmarks(reference.landmarks, reference.image_size, model, pose=reference.pose, focal=focal)
+    if not others:
+        return first
+    ids = [first.identity] + [fit_landmarks(v.landmarks, v.image_size, model, pose=v.pose, focal=focal).identity for v in others]
+    identity = np.mean(ids, axis=0)
+    return fit_landmarks(reference.landmarks, reference.image_size, model, pose=first.pose, focal=focal, identity=identity)

@@ -23,6 +23,7 @@ from fewshot.io import FrameSource, read_image
 from fewshot.landmarks import N_POINTS, STABLE, aligned_error, interocular
 from fewshot.pose import HeadPose, camera_matrix, estimate_pose, mean_face_3d
 
+from .facemodel import FaceView
 from .motion import MotionModel, default_motion_model
 
 
@@ -38,6 +39,8 @@ class PersonProfile:
         through ``camera``; depth is the mean face's.
     camera: 3x3 intrinsics K of ``image``.
     embedding: identity descriptor of the source face (None if not computed).
+    views: the other faces of a clip or folder the profile was fitted on (their landmarks, image sizes
+        and poses: :class:`generators.facemodel.FaceView`), for a face model fitted on every view.
     """
 
     image: np.ndarray
@@ -48,6 +51,7 @@ class PersonProfile:
     embedding: np.ndarray | None = None
     source: str = ""
     motion: MotionModel = field(default_factory=default_motion_model, compare=False, repr=False)
+    views: tuple = field(default=(), compare=False, repr=False)
 
     @property
     def iod_mm(self) -> float:
@@ -201,6 +205,7 @@ def fit_profile(
         embedding=ref.embedding,
         source=name or ref.source,
         motion=motion or default_motion_model(),
+        views=tuple(FaceView(np.asarray(f.landmarks, float), tuple(f.image_size), f.pose) for f in faces if f is not ref),
     )
 
 

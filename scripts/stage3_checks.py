@@ -143,14 +143,8 @@ def cmd_reenact(args) -> int:
         if not identities:
             print(f"error: no London photos in {checks.LONDON / 'neutral_front'} (set FEWSHOT_SHARED)", file=sys.stderr)
             return 2
-        lmc = checks.landmarks_cache()
-        opts = checks.parse_options(args.option)
-        # a learned expression texture is learned on the other fold (never on the identity it renders)
-        textures = (checks.texture_folds(identities, lmc, folds=args.texture_folds)
-                    if args.texture_folds and hasattr(generator, "texture") and "texture" not in opts else None)
-        if textures:
-            print(f"expression texture: learned on the other of {args.texture_folds} identity folds per identity", flush=True)
-        df = checks.reenactment_rows(identities, lmc, generator, faces=faces, on_row=show, textures=textures)
+        textures = fold_textures(generator, identities, args, checks.parse_options(args.option))
+        df = checks.reenactment_rows(identities, checks.landmarks_cache(), generator, faces=faces, on_row=show, textures=textures)
     except FewshotError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -168,6 +162,15 @@ def cmd_reenact(args) -> int:
     return 0
 
 
+def fold_textures(generator, identities, args, opts: dict | None = None) -> dict | None:
+    """Per identity an expression texture learned on the other folds' London pairs, for a generator
+    that draws one (mesh) and was given none (``--texture-folds`` 0: its own)."""
+    if not args.texture_folds or not hasattr(generator, "texture") or "texture" in (opts or {}):
+        return None
+    print(f"expression texture: learned on the other of {args.texture_folds} identity folds per identity", flush=True)
+    return checks.texture_folds(identities, checks.landmarks_cache(), folds=args.texture_folds)
+
+
 def cmd_identity(args) -> None:
     t0 = time.time()
 
@@ -180,8 +183,10 @@ def cmd_identity(args) -> None:
         from generators import load_motion_model
 
         motion = load_motion_model(args.motion)
-    df = checks.identity_rows(checks.ids()[args.skip: args.skip + args.ids], args.n, on_identity=show, motion=motion,
-                              generator=checks.make_generator(args.generator))
+    identities = checks.ids()[args.skip: args.skip + args.ids]
+    generator = checks.make_generator(args.generator)
+    df = checks.identity_rows(identities, args.n, on_identity=show, motion=motion, generator=generator,
+                              textures=fold_textures(generator, identities, args))
     seconds = time.time() - t0
     df.to_csv(args.out, index=False)
     per_id = checks.identity_per_id(df)
@@ -201,7 +206,10 @@ def cmd_sheet(args) -> None:
         from generators import load_motion_model
 
         motion = load_motion_model(args.motion)
-    sheet = checks.au_intensity_sheet(args.ids.split(","), args.tile, generator=checks.make_generator(args.generator), motion=motion)
+    identities = args.ids.split(",")
+    generator = checks.make_generator(args.generator)
+    sheet = checks.au_intensity_sheet(identities, args.tile, generator=generator, motion=motion,
+                                      textures=fold_textures(generator, identities, args))
     write_image(args.out, sheet)
     print(f"{args.out}: {Path(args.out).stat().st_size / 1e3:.0f} kB")
     write_results(args, f"![AU6 and AU17 at 0, A, C, E]({Path(args.out).name})\n\n"
@@ -231,6 +239,9 @@ def main() -> None:
     common.add_argument("--write-results", action="store_true", help="replace this check's section of docs/results.md")
     common.add_argument("--section", default=None, help="results section name (default: the command's name)")
     common.add_argument("--machine", default=None, help="machine description for the results header (default: detected)")
+    common.add_argument("--texture-folds", type=int, default=2,
+                   help="a generator with a learned expression texture (mesh) renders each identity with one learned on the "
+                        "other London identities' pairs, dealt into this many folds (0: its own texture, e.g. trained on all)")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("smile", parents=[common])
@@ -269,9 +280,6 @@ def main() -> None:
                    help="a constructor option of the generator (e.g. appearance=smile_au06.npz, refiner=r.pt); repeatable")
     s.add_argument("--ids", type=int, default=40)
     s.add_argument("--skip", type=int, default=0, help="start after this many identities (sorted)")
-    s.add_argument("--texture-folds", type=int, default=2,
-                   help="a generator with a learned expression texture (mesh) renders each identity with one learned on the "
-                        "other London identities' pairs, dealt into this many folds (0: its own texture, e.g. trained on all)")
     s.add_argument("--out", default=None, help="per-identity table (default: docs/stage3_reenactment_<generator>.csv)")
     a = ap.parse_args()
     commands = {"smile": cmd_smile, "identity": cmd_identity, "sheet": cmd_sheet, "mouth": cmd_mouth, "reenact": cmd_reenact}

@@ -235,3 +235,37 @@ def test_fit_on_the_example_photos(model, example_faces):
     same_person = fit_landmarks(example_faces["smiling"].landmarks, example_faces["smiling"].image_size, model,
                                 pose=example_faces["smiling"].pose, identity=fits["neutral"].identity)
     assert same_person.expression[smile].min() > 0.3 and np.allclose(same_person.identity, fits["neutral"].identity)
+
+
+@pytest.mark.parametrize("folder", ["lisa_cc0", "zoom_cc0"])
+def test_identity_fitted_on_several_views_varies_less_than_on_one(shared, analyzer, folder):
+    """Four photos of one woman (rotations and positions; distances from the camera): the identity
+    fitted on two of them agrees better with the one fitted on the other two than single photos agree."""
+    import itertools
+
+    from fewshot.io import read_image
+    from generators.facemodel import FaceView, fit_views, load_face_model
+
+    model = load_face_model()
+    views = []
+    for p in sorted((shared / folder).glob("*.jpg")):
+        f = analyzer.analyze_image(read_image(p), str(p))[0]
+        views.append(FaceView(f.landmarks, f.image_size, f.pose))
+    assert len(views) == 4
+    singles = [fit_views(v, model=model).identity for v in views]
+    one = np.mean([np.linalg.norm(a - b) for a, b in itertools.combinations(singles, 2)])
+    two = np.mean([np.linalg.norm(fit_views(views[a], [views[b]], model=model).identity
+                                  - fit_views(views[c], [views[d]], model=model).identity)
+                   for a, b, c, d in ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2))])
+    assert two < 0.9 * one, (two, one)
+    # the reference keeps its own pose and expression: its landmarks are still fitted closely
+    fit = fit_views(views[0], views[1:], model=model)
+    assert fit.error_px.mean() < 0.05 * float(np.linalg.norm(views[0].landmarks[36:42].mean(0) - views[0].landmarks[42:48].mean(0)))
+
+
+def test_profile_of_a_folder_keeps_its_other_views(shared):
+    from generators import fit_profile
+
+    prof = fit_profile(shared / "lisa_cc0")
+    assert len(prof.views) == 3 and all(v.landmarks.shape == (68, 2) for v in prof.views)
+    assert all(not np.array_equal(v.landmarks, prof.landmarks) for v in prof.views)
