@@ -38,7 +38,7 @@ draws its folds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -198,25 +198,14 @@ class MeshRenderer(WarpRenderer):
     def skin_gain(self, aus, sem, seed):
         return None if self.texture is None else self.texture.gain(aus)
 
-    def _ratio_geometry(self, g: RowGeometry) -> RowGeometry:
-        """``g`` with its reference shading at the source's expression plus the row's AUs whose skin
-        change is learned (:attr:`texture`): their light and shadow are the texture's, the ratio
-        draws only the other AUs' (``g`` itself when no learned AU is on)."""
-        if not self._learned_on:
-            return g
-        face = self.face
-        dw = face.expression_weights(self._learned_on) - face.base_expression
-        active = np.flatnonzero(np.abs(dw) > 1e-6)
-        if not len(active):
-            return g
-        v = face.vertices + np.tensordot(dw[active], face.expression_basis[active], axes=1)
-        return replace(g, neutral_normals=vertex_normals(v, face.triangles) @ g.rotation.T)
 
     def adjust_maps(self, mx, my, landmarks, pose_deg, aus, M):
-        g = self.face.row_geometry(aus, pose_deg, np.asarray(M, float), np.asarray(landmarks, float))
-        self._geometry = g
         learned = self.texture.fields if self.texture is not None else {}
         self._learned_on = {au: v for au, v in aus.items() if au in learned and v > 0}
+        # the ratio's reference carries the learned AUs' shapes: their light and shadow are the
+        # texture's (learned from real faces), the ratio draws only the other AUs'
+        g = self.face.row_geometry(aus, pose_deg, np.asarray(M, float), np.asarray(landmarks, float), reference_aus=self._learned_on)
+        self._geometry = g
         inside = (g.px[:, 0] >= 0) & (g.px[:, 0] <= mx.shape[1] - 1) & (g.px[:, 1] >= 0) & (g.px[:, 1] <= mx.shape[0] - 1)
         keep = inside & self.face.source_visible
         d = np.zeros_like(g.px)
@@ -242,7 +231,7 @@ class MeshRenderer(WarpRenderer):
                                  "aus": {au: round(float(v), 3) for au, v in sorted(self._learned_on.items())}}
         if not self.relight or g is None:
             return img
-        ratio = self.face.ratio_of(self._ratio_geometry(g), landmarks, img.shape[:2])
+        ratio = self.face.ratio_of(g, landmarks, img.shape[:2])
         record["shading"] = {"model": "ict", "light_samples": self.face.light_samples,
                              "range": [1.0, 1.0] if ratio is None else [round(float(ratio.min()), 3), round(float(ratio.max()), 3)]}
         return img if ratio is None else apply_ratio(img, ratio)

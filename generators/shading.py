@@ -54,12 +54,14 @@ interior, eyelids, background); only its semantic skin gain is switched off (:cl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
+import scipy.sparse
 
 from fewshot.landmarks import (INNER_LIPS, LEFT_BROW, LEFT_EYE, OUTER_LIPS, RIGHT_BROW, RIGHT_EYE, apply_affine, interocular,
                                similarity_transform)
@@ -105,15 +107,43 @@ def sh_basis(normals: np.ndarray) -> np.ndarray:
     ], axis=1) * _BAND_FACTOR
 
 
+def _irradiance(normals: np.ndarray, light: np.ndarray) -> np.ndarray:
+    """(n,) ``sh_basis(normals) @ light`` as a quadratic in the normals (n, 3), without the (n, 9) basis."""
+    k = np.asarray(light, float) * _BAND_FACTOR
+    x, y, z = normals[:, 0], normals[:, 1], normals[:, 2]
+    return ((0.282095 * k[0] - 0.315392 * k[6]) + x * (0.488603 * k[3] + 1.092548 * k[4] * y + 1.092548 * k[7] * z + 0.546274 * k[8] * x)
+            + y * (0.488603 * k[1] + 1.092548 * k[5] * z - 0.546274 * k[8] * y) + z * (0.488603 * k[2] + 3 * 0.315392 * k[6] * z))
+
+
+def _triangle_normals(x: np.ndarray, y: np.ndarray, z: np.ndarray, triangles_t: np.ndarray) -> np.ndarray:
+    """(F, 3) ``(b - a) x (c - a)`` per triangle (length 2 x area) of vertex coordinates x, y, z (V,)
+    and triangles as rows a, b, c (3, F)."""
+    a, b, c = triangles_t
+    ax, ay, az = x[a], y[a], z[a]
+    ux, uy, uz = x[b] - ax, y[b] - ay, z[b] - az
+    wx, wy, wz = x[c] - ax, y[c] - ay, z[c] - az
+    fn = np.empty((len(a), 3))
+    fn[:, 0] = uy * wz - uz * wy
+    fn[:, 1] = uz * wx - ux * wz
+    fn[:, 2] = ux * wy - uy * wx
+    return fn
+
+
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.sqrt(np.einsum("ij,ij->i", v, v)), 1e-12)[:, None]
+
+
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """(V, 3) unit area-weighted vertex normals of a mesh (vertices (V, 3), triangles (F, 3) with
     ``(b - a) x (c - a)`` pointing out of the surface)."""
-    a, b, c = vertices[triangles[:, 0]], vertices[triangles[:, 1]], vertices[triangles[:, 2]]
-    fn = np.cross(b - a, c - a)  # length = 2 x area: area weighting
+    tt = np.ascontiguousarray(np.asarray(triangles).T, dtype=np.intp)
+    fn = _triangle_normals(*np.ascontiguousarray(np.asarray(vertices, float).T), tt)  # length = 2 x area: area weighting
     n = len(vertices)
-    idx = triangles.T.ravel()
-    out = np.stack([np.bincount(idx, np.tile(fn[:, k], 3), minlength=n) for k in range(3)], axis=1)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    idx = tt.ravel()
+    out = np.empty((n, 3))
+    for k in range(3):
+        out[:, k] = np.bincount(idx, np.tile(fn[:, k], 3), minlength=n)
+    return _unit_rows(out)
 
 
 def _light_directions(step_deg: float = 3.0) -> np.ndarray:
@@ -199,14 +229,26 @@ def splat_fill(cells: np.ndarray, values: np.ndarray, weights: np.ndarray, grid:
                sigma: float = FILL_SIGMA_CELLS) -> tuple[np.ndarray, np.ndarray]:
     """Normalized convolution of weighted point values on a (h, w) grid: (filled values, coverage).
     ``blur(value * weight) / blur(weight)``; coverage is ``blur(weight)`` over the blur of one point per
-    cell (about 1 inside a densely sampled area, 0 far from any point)."""
+    cell (about 1 inside a densely sampled area, 0 far from any point). Values (n,) fill (h, w); values
+    (n, C) fill (h, w, C) in one blur."""
     h, w = grid
-    flat = cells[:, 1] * w + cells[:, 0]
-    num = np.bincount(flat, values * weights, minlength=h * w).reshape(h, w).astype(np.float32)
-    den = np.bincount(flat, weights, minlength=h * w).reshape(h, w).astype(np.float32)
-    num = cv2.GaussianBlur(num, (0, 0), sigma)
-    den = cv2.GaussianBlur(den, (0, 0), sigma)
-    return num / np.maximum(den, 1e-6), den
+    v = np.asarray(values, float)
+    filled, den = _fill(cells[:, 1] * w + cells[:, 0], v.reshape(len(v), -1), weights, grid, sigma)
+    return (filled[..., 0] if v.ndim == 1 else filled), den
+
+
+def _fill(flat: np.ndarray, values: np.ndarray, weights: np.ndarray | None, grid: tuple[int, int],
+          sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`splat_fill` of flat cell indices (n,) and values (n, C) (weights None: ones): ((h, w, C), (h, w))."""
+    h, w = grid
+    C = values.shape[1]
+    acc = np.empty((h, w, C + 1), np.float32)  # C weighted sums and the weight: blurred together
+    for k in range(C):
+        acc[..., k] = np.bincount(flat, values[:, k] if weights is None else values[:, k] * weights, minlength=h * w).reshape(h, w)
+    acc[..., C] = np.bincount(flat, weights, minlength=h * w).reshape(h, w)
+    acc = cv2.GaussianBlur(acc, (0, 0), sigma).reshape(h, w, C + 1)
+    den = np.ascontiguousarray(acc[..., C])
+    return acc[..., :C] / np.maximum(den, 1e-6)[..., None], den
 
 
 def _polygon_mask(grid: tuple[int, int], polygons: list[np.ndarray]) -> np.ndarray:
@@ -312,30 +354,56 @@ class FaceShading:
         w = model.expression_weights_for_aus({au: v for au, v in aus.items() if au in model.au_shapes})
         return np.clip(self.base_expression + w, 0.0, 1.0)
 
+    @cached_property
+    def _per_row(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any, np.ndarray]:
+        """What every row reuses (filled on first use): ``vertices`` and ``normals`` as (3, V) rows, the
+        expression basis as (E, 3 V) float32 (x, y, z rows per shape), the triangles as (3, F) intp rows, the
+        (V, F) sparse vertex-triangle incidence (sums the triangle normals per vertex) and
+        ``residual_weights`` in float32 (the landmark residuals are a few px: float32 keeps 1e-6 px
+        and halves the largest read of a row)."""
+        tt = np.ascontiguousarray(self.triangles.T, dtype=np.intp)  # intp: no index conversion per gather
+        n_v, n_f = len(self.vertices), len(self.triangles)
+        incidence = scipy.sparse.csr_matrix((np.ones(3 * n_f), (tt.ravel(), np.tile(np.arange(n_f), 3))), shape=(n_v, n_f))
+        basis = np.ascontiguousarray(self.expression_basis.transpose(0, 2, 1), dtype=np.float32).reshape(len(self.expression_basis), -1)
+        return (np.ascontiguousarray(self.vertices.T, dtype=np.float64), np.ascontiguousarray(self.normals.T, dtype=np.float64),
+                basis, tt, incidence, self.residual_weights.astype(np.float32))
+
     def row_geometry(self, aus: dict[str, float], pose_deg: np.ndarray, to_crop: np.ndarray,
-                     crop_landmarks: np.ndarray) -> "RowGeometry":
+                     crop_landmarks: np.ndarray, reference_aus: dict[str, float] | None = None) -> "RowGeometry":
         """The row's expressive mesh in its output image: ``pose_deg`` (yaw, pitch, roll) degrees;
         ``to_crop`` 2x3 from source-image px to the output's px; ``crop_landmarks`` (68, 2) the rendered
         landmarks there. Vertices are projected through the profile's camera, mapped by ``to_crop`` and put
         on the rendered landmarks (a similarity of their 68 landmark vertices plus the landmark residuals
-        interpolated with :attr:`residual_weights`)."""
+        interpolated with :attr:`residual_weights`). ``reference_aus``: AUs whose shading the ratio's
+        reference carries too (``neutral_normals`` of the source's expression plus these; e.g. AUs
+        whose skin change is drawn otherwise), default none."""
+        v0, n0, basis, tt, incidence, weights = self._per_row
         dw = self.expression_weights(aus) - self.base_expression
         active = np.flatnonzero(np.abs(dw) > 1e-6)
-        expressive = self.vertices + np.tensordot(dw[active], self.expression_basis[active], axes=1) if len(active) else self.vertices
-        normals_e = vertex_normals(expressive, self.triangles) if len(active) else self.normals
+        vt, nt = v0, n0  # (3, V) rows: x, y, z
+        if len(active):
+            vt = v0 + (dw[active].astype(np.float32) @ basis[active]).reshape(3, -1)
+            nt = _unit_rows(incidence @ _triangle_normals(*vt, tt)).T
+        n_ref = n0
+        if reference_aus:
+            dr = self.expression_weights(reference_aus) - self.base_expression
+            on = np.flatnonzero(np.abs(dr) > 1e-6)
+            if len(on):
+                n_ref = _unit_rows(incidence @ _triangle_normals(*(v0 + (dr[on].astype(np.float32) @ basis[on]).reshape(3, -1)), tt)).T
         R = rotation_of(*pose_deg) @ self.to_profile
-        cam = expressive @ R.T + self.translation
-        n_e = normals_e @ R.T
-        facing = -(n_e * cam).sum(1) / np.linalg.norm(cam, axis=1)  # cosine of normal and view ray
-        px = apply_affine(to_crop, camera_to_pixels(cam, self.camera))
-        lm = px[self.landmark_index]
+        cam = R @ vt + self.translation[:, None]
+        n_e = R @ nt
+        facing = -(n_e * cam).sum(0) / np.sqrt((cam * cam).sum(0))  # cosine of normal and view ray
+        K = self.camera
+        src = cam[:2] / cam[2] * np.array([[K[0, 0]], [K[1, 1]]]) + K[:2, 2:3]  # camera_to_pixels, (2, V)
+        lm = apply_affine(to_crop, src[:, self.landmark_index].T)
         S = similarity_transform(lm, crop_landmarks)
-        px = apply_affine(S, px)
         residual = crop_landmarks - apply_affine(S, lm)
-        px += self.residual_weights @ residual
-        return RowGeometry(px=px, depth=cam[:, 2], facing=facing, normals=n_e, neutral_normals=self.normals @ R.T,
+        to_output = apply_affine_compose(S, to_crop)
+        px = (to_output[:, :2] @ src + to_output[:, 2:]).T + _spread(weights, residual)
+        return RowGeometry(px=px, depth=cam[2], facing=facing, normals=n_e.T, neutral_normals=(R @ n_ref).T,
                            changed=bool(len(active)), cell=float(interocular(crop_landmarks)) / CELLS_PER_IOD,
-                           expression_delta=dw, rotation=R, to_output=apply_affine_compose(S, to_crop), residual=residual)
+                           expression_delta=dw, rotation=R, to_output=to_output, residual=residual)
 
     def ratio(self, aus: dict[str, float], pose_deg: np.ndarray, to_crop: np.ndarray, crop_landmarks: np.ndarray,
               out_shape: tuple[int, int]) -> np.ndarray | None:
@@ -349,8 +417,8 @@ class FaceShading:
             return None
         # what the fitted light does not explain (interreflection, subsurface, model error) is light
         # too: added to both shadings, it keeps a ratio of two dark grazing shadings from exploding
-        s_e = np.maximum(sh_basis(g.normals) @ self.light, 0.0) + self.unexplained
-        s_0 = np.maximum(sh_basis(g.neutral_normals) @ self.light, 0.0) + self.unexplained
+        s_e = np.maximum(_irradiance(g.normals, self.light), 0.0) + self.unexplained
+        s_0 = np.maximum(_irradiance(g.neutral_normals, self.light), 0.0) + self.unexplained
         ratio = np.clip(s_e / np.maximum(s_0, 1e-6), *RATIO_RANGE)
         # towards the silhouette the ratio fades to 1: the warp's outline is the detector's contour,
         # not the model's, and a grazing surface's projection is the least certain
@@ -386,9 +454,21 @@ class RowGeometry:
     def place(self, camera: np.ndarray, translation: np.ndarray, vertices: np.ndarray, residual_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Other vertices of the model (head frame, (n, 3) mm, already deformed by the row's
         expression) in the output image as the face's are: (px (n, 2), camera-frame positions (n, 3) mm).
-        ``residual_weights`` (n, 68) spread the landmark residuals."""
+        ``residual_weights`` (n, 68) spread the landmark residuals (float32 ones in float32)."""
         cam = vertices @ self.rotation.T + translation
-        return apply_affine(self.to_output, camera_to_pixels(cam, camera)) + residual_weights @ self.residual, cam
+        return apply_affine(self.to_output, camera_to_pixels(cam, camera)) + _spread(residual_weights, self.residual), cam
+
+
+def _spread(weights: np.ndarray, residual: np.ndarray, block: int = 1024) -> np.ndarray:
+    """``weights @ residual`` ((n, 68) @ (68, 2); float32 weights: in float32, without an upcast copy)
+    in blocks of rows: each block's product is small enough that OpenBLAS runs it on the calling
+    thread (one (9.4k, 68) product goes to its thread pool, which costs milliseconds per row when the
+    cores are busy)."""
+    r = np.asarray(residual).astype(np.result_type(weights.dtype, np.float32))
+    out = np.empty((len(weights), r.shape[1]), r.dtype)
+    for i in range(0, len(weights), block):
+        np.matmul(weights[i:i + block], r, out=out[i:i + block])
+    return out
 
 
 def apply_affine_compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -403,39 +483,70 @@ def splat_field(g: RowGeometry, values: np.ndarray, crop_landmarks: np.ndarray, 
     nearest in a z-buffer of ``g.cell`` cells (and ``keep`` where given). The splat is filled by
     normalized convolution, faded out where no vertex lands, inside the rendered eye and inner-mouth
     polygons and outside the rendered face outline (:func:`face_outline`), and upsampled bilinearly.
-    None when no vertex is visible."""
+    None when no vertex is visible. The visible vertices and the openings' fade are kept on ``g`` for
+    the row's next field."""
     h, w = out_shape
     cell = g.cell
-    grid = (int(np.ceil(h / cell)) + 1, int(np.ceil(w / cell)) + 1)
-    c = np.floor(g.px / cell + 0.5).astype(np.int64)
-    inside = (c[:, 0] >= 0) & (c[:, 0] < grid[1]) & (c[:, 1] >= 0) & (c[:, 1] < grid[0])
-    sel = inside & (g.facing > MIN_FACING)
-    c, z, v = c[sel], g.depth[sel], values[sel]
-    visible = zbuffer_visible(c, z, grid)
+    grid, idx, flat = _visible_cells(g, (h, w))
     if keep is not None:
-        visible &= keep[sel]
-    c, v = c[visible], v[visible]
-    if not len(c):
+        k = keep[idx]
+        idx, flat = idx[k], flat[k]
+    if not len(idx):
         return None
-    ones = np.ones(len(c))
-    channels = []
-    for k in range(v.shape[1]):
-        filled, den = splat_fill(c, v[:, k], ones, grid)
-        channels.append(filled)
+    filled, den = _fill(flat, np.asarray(values, float)[idx], None, grid, FILL_SIGMA_CELLS)
     # fade out where no vertex lands (beyond the mesh, holes) and inside the rendered openings
-    full = float(cv2.GaussianBlur(np.pad(np.ones((1, 1), np.float32), 8), (0, 0), FILL_SIGMA_CELLS)[8, 8])
-    coverage = _smoothstep(den / (0.5 * full))
-    q = crop_landmarks / cell
-    holes = cv2.GaussianBlur(_polygon_mask(grid, [q[RIGHT_EYE], q[LEFT_EYE], q[INNER_LIPS]]).astype(np.float32), (0, 0),
-                             FILL_SIGMA_CELLS)
-    outline = cv2.GaussianBlur(_polygon_mask(grid, [face_outline(q)]).astype(np.float32), (0, 0), OUTLINE_FADE_CELLS)
-    fade = coverage * (1.0 - np.clip(2.0 * holes, 0.0, 1.0)) * outline
-    small = np.stack(channels, -1) * fade[..., None]
+    coverage = _smoothstep(den / (0.5 * _point_blur(FILL_SIGMA_CELLS)))
+    openings, outline = _openings_fade(g, crop_landmarks, grid)
+    small = filled * (coverage * openings * outline)[..., None]
     # cell (i, j) is centred on output pixel (j * cell, i * cell)
     A = np.array([[1.0 / cell, 0, 0], [0, 1.0 / cell, 0]], np.float32)
     up = cv2.warpAffine(small, A, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
                         borderValue=0)
-    return up.reshape(h, w, -1).astype(np.float32)
+    return up.reshape(h, w, -1).astype(np.float32, copy=False)
+
+
+def _row_cache(g: RowGeometry) -> dict:
+    # RowGeometry is frozen: its cache lives in the instance dict, beside the fields (gone with the row)
+    return g.__dict__.setdefault("_splat_cache", {})
+
+
+def _visible_cells(g: RowGeometry, out_shape: tuple[int, int]) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """:func:`splat_field`'s grid (gh, gw) of ``g.cell`` cells over ``out_shape``, the vertices (n,) that
+    face the camera, land inside it and pass its z-buffer, and their flat cells (n,); once per row."""
+    cache = _row_cache(g)
+    key = ("cells", out_shape)
+    if key not in cache:
+        h, w = out_shape
+        cell = g.cell
+        grid = (int(np.ceil(h / cell)) + 1, int(np.ceil(w / cell)) + 1)
+        c = np.floor(g.px / cell + 0.5).astype(np.int64)
+        inside = (c[:, 0] >= 0) & (c[:, 0] < grid[1]) & (c[:, 1] >= 0) & (c[:, 1] < grid[0])
+        idx = np.flatnonzero(inside & (g.facing > MIN_FACING))
+        c = c[idx]
+        visible = zbuffer_visible(c, g.depth[idx], grid)
+        c = c[visible]
+        cache[key] = (grid, idx[visible], c[:, 1] * grid[1] + c[:, 0])
+    return cache[key]
+
+
+def _openings_fade(g: RowGeometry, crop_landmarks: np.ndarray, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(gh, gw) float32 pair on :func:`splat_field`'s grid: 0 inside the rendered eye and inner-mouth
+    polygons (blurred, doubled), and the blurred face outline; once per row and landmarks."""
+    cache = _row_cache(g)
+    key = ("fade", grid, np.asarray(crop_landmarks, float).tobytes())
+    if key not in cache:
+        q = crop_landmarks / g.cell
+        holes = cv2.GaussianBlur(_polygon_mask(grid, [q[RIGHT_EYE], q[LEFT_EYE], q[INNER_LIPS]]).astype(np.float32), (0, 0),
+                                 FILL_SIGMA_CELLS)
+        outline = cv2.GaussianBlur(_polygon_mask(grid, [face_outline(q)]).astype(np.float32), (0, 0), OUTLINE_FADE_CELLS)
+        cache[key] = (1.0 - np.clip(2.0 * holes, 0.0, 1.0), outline)
+    return cache[key]
+
+
+@lru_cache(maxsize=None)
+def _point_blur(sigma: float) -> float:
+    """The peak of one unit point blurred with ``sigma`` (cells): a cell's coverage when only it holds a point."""
+    return float(cv2.GaussianBlur(np.pad(np.ones((1, 1), np.float32), 8), (0, 0), sigma)[8, 8])
 
 
 def residual_weights(points: np.ndarray, landmarks: np.ndarray, iod: float) -> np.ndarray:
@@ -487,12 +598,12 @@ def fit_face_shading(profile: Any, model: FaceModel | None = None) -> FaceShadin
     inside = (c[:, 0] >= 0) & (c[:, 0] < grid[1]) & (c[:, 1] >= 0) & (c[:, 1] < grid[0])
     facing = (n_cam * cam).sum(1) < -MIN_FACING * np.linalg.norm(cam, axis=1)
     cand = np.flatnonzero(inside & facing)
-    vis = cand[zbuffer_visible(c[cand], cam[cand, 2], grid)]
-    px = np.round(src_px[vis]).astype(int)
+    seen = cand[zbuffer_visible(c[cand], cam[cand, 2], grid)]
+    px = np.round(src_px[seen]).astype(int)
     mask = skin_mask(lm, (size[1], size[0]))
     on_skin = (px[:, 0] >= 0) & (px[:, 0] < size[0]) & (px[:, 1] >= 0) & (px[:, 1] < size[1])
     on_skin[on_skin] = mask[px[on_skin, 1], px[on_skin, 0]]
-    vis = vis[on_skin]
+    vis = seen[on_skin]
     lum = cv2.GaussianBlur(linear_luminance(image), (0, 0), max(0.02 * iod, 0.5))
     light, unexplained = fit_sh(n_cam[vis], _sample(lum, src_px[vis]).astype(np.float64))
 
@@ -501,7 +612,7 @@ def fit_face_shading(profile: Any, model: FaceModel | None = None) -> FaceShadin
     lm_px = src_px[model.landmark_index]
     weights = residual_weights(src_px, lm_px, iod)
     source_visible = np.zeros(len(vertices), bool)
-    source_visible[cand[zbuffer_visible(c[cand], cam[cand, 2], grid)]] = True
+    source_visible[seen] = True
     return FaceShading(
         model=model, vertices=vertices, expression_basis=basis, base_expression=np.asarray(fit.expression, float),
         triangles=tri, normals=normals, feather=feather, light=light,
@@ -527,8 +638,8 @@ class GeometryOnly(AppearanceModel):
 
 def apply_ratio(image: np.ndarray, ratio: np.ndarray) -> np.ndarray:
     """uint8 RGB (h, w, 3) times a linear-light ratio (h, w): the sRGB-ish values scale by ratio ** (1/2.2)."""
-    g = np.power(ratio, 1.0 / GAMMA, dtype=np.float32)
-    return np.clip(image * g[..., None] + 0.5, 0, 255).astype(np.uint8)
+    g = cv2.pow(np.asarray(ratio, np.float32), 1.0 / GAMMA)
+    return cv2.multiply(image, cv2.merge([g, g, g]), dtype=cv2.CV_8U)  # rounded and saturated
 
 
 @GENERATORS.register("warp+shading", "the warp generator without painted skin, relit by the ICT face model's "
