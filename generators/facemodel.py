@@ -483,18 +483,20 @@ def fit_views(
     others: Sequence[FaceView] = (),
     model: FaceModel | None = None,
     focal: float | None = None,
+    others_focal: float | None = None,
 ) -> LandmarkFit:
     """Fit one identity to several views of a person and the reference view's pose and expression.
 
     Each view is fitted on its own (:func:`fit_landmarks`: identity, expression, pose); the identity is
     the mean of the views' identities (each view's expression and pose are its own, so a smile in one
     frame and a turned head in another do not leak into the shape), and the reference view is fitted
-    again with that identity held fixed. One view: :func:`fit_landmarks` of it. ``focal``: as
-    :func:`fit_landmarks` (the same for every view; None: each view's max(W, H))."""
+    again with that identity held fixed. One view: :func:`fit_landmarks` of it. ``focal`` (the
+    reference's) and ``others_focal``: as :func:`fit_landmarks` (None: the view's max(W, H))."""
     model = load_face_model() if model is None else model
     first = fit_landmarks(reference.landmarks, reference.image_size, model, pose=reference.pose, focal=focal)
     if not others:
         return first
-    ids = [first.identity] + [fit_landmarks(v.landmarks, v.image_size, model, pose=v.pose, focal=focal).identity for v in others]
+    ids = [first.identity] + [fit_landmarks(v.landmarks, v.image_size, model, pose=v.pose, focal=others_focal).identity
+                              for v in others]
     identity = np.mean(ids, axis=0)
     return fit_landmarks(reference.landmarks, reference.image_size, model, pose=first.pose, focal=focal, identity=identity)

@@ -12,7 +12,9 @@ Per profile (:class:`FaceShading`, cached by the generator like the warp's rende
 
 * the ICT identity and the source's own expression are fitted to the source landmarks
   (:func:`generators.facemodel.fit_landmarks`, all shapes but ``mouthClose``): the person's mesh as
-  photographed, its pose, the photo's camera;
+  photographed, its pose, the photo's camera; a profile of a clip or folder fits the identity on its
+  other faces too (:func:`generators.facemodel.fit_views`: averaged, each face with its own pose and
+  expression);
 * the light: a 2nd-order spherical-harmonic irradiance (9 coefficients, on luminance, Ramamoorthi &
   Hanrahan's Lambertian band factors) fitted by Huber-reweighted least squares of the photo's
   **linear** luminance (sRGB as a 2.2 power; lightly smoothed) at the visible skin vertices against
@@ -68,13 +70,14 @@ from fewshot.landmarks import (INNER_LIPS, LEFT_BROW, LEFT_EYE, OUTER_LIPS, RIGH
 from fewshot.pose import camera_to_pixels
 
 from .appearance import AppearanceModel
-from .facemodel import FaceModel, fit_landmarks, load_face_model
+from .facemodel import FaceModel, FaceView, fit_views, load_face_model
 from .grid import Grid, as_grid
 from .render import GENERATORS, GeneratedBatch, Generator, WarpGenerator
 from .warp import rotation_of
 
 GAMMA = 2.2  # sRGB as a power law: linear light = (value / 255) ** GAMMA
 RATIO_RANGE = (0.6, 1.4)  # a fold or bulge under one light: a shadow to 60%, a highlight to 140%
+IDENTITY_VIEWS = 8  # a clip's profile fits the face model's identity on at most this many of its other faces
 FEATHER_MM = 8.0  # the ratio fades to 1 over this distance (mm, on the mesh) from the mesh border
 CELLS_PER_IOD = 24  # splat cell: 1/24 of the inter-ocular distance (~2.6 mm; the mesh's edges are ~2.8 mm)
 FILL_SIGMA_CELLS = 1.0  # normalized-convolution Gaussian (cells)
@@ -573,13 +576,18 @@ def _border_distance(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 def fit_face_shading(profile: Any, model: FaceModel | None = None) -> FaceShading:
     """The lit face model of a profile (``.image`` uint8 RGB, ``.landmarks`` (68, 2) px, ``.pose``,
-    ``.camera``): ICT fit, light fit, feathering and residual weights (module doc)."""
+    ``.camera``, optional ``.views``): ICT fit (the identity averaged over the reference and up to
+    :data:`IDENTITY_VIEWS` of the profile's other views, :func:`generators.facemodel.fit_views`), light
+    fit, feathering and residual weights (module doc)."""
     model = load_face_model() if model is None else model
     image = np.asarray(profile.image)
     lm = np.asarray(profile.landmarks, float)
     size = (image.shape[1], image.shape[0])
     K = np.asarray(profile.camera, float)
-    fit = fit_landmarks(lm, size, model, pose=profile.pose, focal=float(K[0, 0]))
+    views = tuple(getattr(profile, "views", ()) or ())
+    if len(views) > IDENTITY_VIEWS:  # evenly spread over the clip
+        views = tuple(views[int(i)] for i in np.linspace(0, len(views) - 1, IDENTITY_VIEWS).round())
+    fit = fit_views(FaceView(lm, size, profile.pose), views, model, focal=float(K[0, 0]))
     face = model.parts["face"]
     tri = np.ascontiguousarray(model.triangles[face.triangles])
     vertices = model.shape(fit.identity, fit.expression)[face.vertices].astype(np.float64)

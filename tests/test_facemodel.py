@@ -269,3 +269,18 @@ def test_profile_of_a_folder_keeps_its_other_views(shared):
     prof = fit_profile(shared / "lisa_cc0")
     assert len(prof.views) == 3 and all(v.landmarks.shape == (68, 2) for v in prof.views)
     assert all(not np.array_equal(v.landmarks, prof.landmarks) for v in prof.views)
+
+
+def test_face_shading_of_a_folder_profile_fits_the_identity_on_every_view(shared):
+    from generators import fit_profile
+    from generators.facemodel import FaceView, fit_views, load_face_model
+    from generators.shading import fit_face_shading
+
+    prof = fit_profile(shared / "lisa_cc0")
+    model = load_face_model()
+    face = fit_face_shading(prof, model)
+    ref = FaceView(prof.landmarks, prof.image_size, prof.pose)
+    both = fit_views(ref, prof.views, model, focal=float(prof.camera[0, 0]))
+    alone = fit_views(ref, (), model, focal=float(prof.camera[0, 0]))
+    assert np.allclose(face.identity, both.identity)
+    assert np.linalg.norm(both.identity - alone.identity) > 0.1
