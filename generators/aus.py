@@ -122,3 +122,15 @@ INTENSITY_LEVELS = np.array([0.0, 0.1, 0.25, 0.5, 0.775, 1.0])
 def intensity_level(intensity) -> np.ndarray:
     """Piecewise-linear map of FACS intensity 0..5 to a movement level 0..1 (vectorised)."""
     return np.interp(np.clip(np.asarray(intensity, float), 0.0, MAX_INTENSITY), np.arange(6), INTENSITY_LEVELS)
+
+
+PRESENT_FROM = 2.0  # FACS / DISFA occurrence: an AU is present from intensity B; A (trace) is neither
+
+
+def occurrence_from_intensity(intensity, present_from: float = PRESENT_FROM) -> np.ndarray:
+    """float32 occurrence labels of FACS intensities (0..5, NaN unknown): 1 from ``present_from``
+    (default B = 2, DISFA's protocol), 0 at 0, NaN (unknown, masked in training and scoring) for a
+    trace below ``present_from`` and for unknown intensities. ``present_from`` 1 counts A as present."""
+    x = np.asarray(intensity, np.float32)
+    out = np.where(x >= present_from, 1.0, np.where(x <= 0, 0.0, np.nan))
+    return np.where(np.isnan(x), np.nan, out).astype(np.float32)

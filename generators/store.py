@@ -46,6 +46,7 @@ from fewshot import __version__ as fewshot_version
 from fewshot.errors import ConfigError, InputError, Interrupted
 from fewshot.io import check_output_file, write_image
 
+from .aus import PRESENT_FROM
 from .grid import TARGET_OFFSET_LIMIT, Grid, as_grid, file_sha1, read_grid_attrs, source_fingerprint, target_offset
 from .profile import fit_profile
 from .render import GENERATORS, records_json
@@ -211,6 +212,8 @@ def synthesize(
             "seeds": json.dumps({"first": int(rows.seeds[0]), "last": int(rows.seeds[-1]), "count": int(len(np.unique(rows.seeds)))}),
             "fewshot_version": fewshot_version,
             "appearance": str(appearance or "procedural"),
+            "occurrence": f"aus are FACS intensities 0..5; occurrence is present from {PRESENT_FROM:g} (B), absent at 0, "
+                          "unknown for a trace A (generators.aus.occurrence_from_intensity)",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "complete": False,
         })

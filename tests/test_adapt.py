@@ -376,3 +376,17 @@ def test_adapt_is_quiet_and_leaves_nothing_in_temp_when_killed(tiny_base, tmp_pa
     proc.wait()
     assert os.listdir(tmp_path / "tmp") == []
     assert not (tmp_path / "b").exists() and not [q for q in tmp_path.iterdir() if q.name.startswith(".b.")]
+
+
+def test_grid_targets_follow_the_models_occurrence_convention():
+    import pandas as pd
+
+    from fewshot.adaptation.person import grid_targets
+
+    grid = pd.DataFrame({"AU06": [0.0, 1.0, 2.0, 5.0], "AU12": [1.0, 0.0, 3.0, 0.0]})
+    y = grid_targets(grid, ["AU06", "AU12", "AU17"], ["AU12"], threshold=2.0)  # FACS / DISFA: present from B
+    np.testing.assert_array_equal(y[:, 0], [0, np.nan, 1, 1])
+    np.testing.assert_array_equal(y[:, 1], [np.nan, 0, 1, 0])
+    assert np.isnan(y[:, 2]).all() and np.array_equal(y[:, 3], grid.AU12.to_numpy(np.float32))
+    old = grid_targets(grid, ["AU06"], [], threshold=1.0)  # a model trained with A counted present
+    np.testing.assert_array_equal(old[:, 0], [0, 1, 1, 1])

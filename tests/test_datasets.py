@@ -299,6 +299,7 @@ def test_synthetic_hdf5_loader(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
     aus = rng.uniform(0, 5, (5, 3)).astype(np.float32)
+    aus[0, 1] = aus[3, 2] = 0.0
     with h5py.File(tmp_path / "syn.h5", "w") as f:
         f.create_dataset("images", data=images)
         f.create_dataset("aus", data=aus).attrs["au_names"] = ["AU6", "AU12", "AU17"]
@@ -310,7 +311,9 @@ def test_synthetic_hdf5_loader(tmp_path):
     d = load_dataset("synthetic", tmp_path / "syn.h5", threshold=2.0)
     assert d.aus == ["AU06", "AU12", "AU17"] and d.info["seed"] == 7
     np.testing.assert_allclose(d.intensity(), aus)
-    np.testing.assert_array_equal(d.occurrence(), (aus >= 2).astype(np.int8))
+    # FACS / DISFA: present from B, absent at 0, a trace in between unknown
+    np.testing.assert_array_equal(d.occurrence(), np.where(aus >= 2, 1, np.where(aus <= 0, 0, -1)).astype(np.int8))
+    assert "trace" in d.info["occurrence"]
     np.testing.assert_array_equal(d.load_image(3), images[3])
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(d)).load_image(4), images[4])
     assert d.table["subject"].eq("alice").all() and d.table["expression"].iloc[0] == "smile"

@@ -44,6 +44,7 @@ def test_store_layout_and_reader(tmp_path, profile, grid):
         assert list(f["semantic"].attrs["names"]) == ["AU06", "AU17", "AU04", "AU09", "AU10"]
         assert f["done"][:].tolist() == [1, 1, 1]
         assert f.attrs["complete"] and f.attrs["generator"] == "warp" and f.attrs["fewshot_version"]
+        assert "present from 2 (B)" in f.attrs["occurrence"]
         rec = json.loads(f["rendered"][5])
         assert set(rec) >= {"landmarks_aus", "semantic_aus", "mouth_interior", "generator"}
     s = open_synthetic(out)

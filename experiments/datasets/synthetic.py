@@ -22,6 +22,8 @@ import pandas as pd
 
 from fewshot.errors import ConfigError, DatasetFormatError
 
+from generators.aus import PRESENT_FROM, occurrence_from_intensity
+
 from .base import DATASETS, AUFrames, au_name, build_table
 
 
@@ -48,8 +50,10 @@ def _strings(values) -> list[str]:
 
 
 @DATASETS.register("synthetic", "An HDF5 synthetic set from stage 3 (images, AU intensities, landmarks, pose)")
-def load_synthetic(root, threshold: float = 1.0) -> AUFrames:
-    """Load a stage-3 HDF5 store (``root`` = the .h5 file). ``frame`` is the row index into ``images``."""
+def load_synthetic(root, threshold: float = PRESENT_FROM) -> AUFrames:
+    """Load a stage-3 HDF5 store (``root`` = the .h5 file). ``frame`` is the row index into ``images``.
+    Occurrence labels follow the FACS / DISFA convention (:func:`generators.aus.occurrence_from_intensity`):
+    present from ``threshold`` (B = 2), absent at 0, unknown (-1) for a trace A in between."""
     import h5py
 
     p = Path(root).expanduser()
@@ -91,8 +95,8 @@ def load_synthetic(root, threshold: float = 1.0) -> AUFrames:
             else:
                 extra["pose_Rx"], extra["pose_Ry"], extra["pose_Rz"] = pose[:, 0], pose[:, 1], pose[:, 2]
     meta = pd.DataFrame({"subject": subject, "frame": np.arange(n)})
-    occ = {a: np.where(np.isnan(aus[:, j]), -1, aus[:, j] >= threshold) for j, a in enumerate(names)}
+    occ = {a: np.nan_to_num(occurrence_from_intensity(aus[:, j], threshold), nan=-1).astype(np.int8) for j, a in enumerate(names)}
     inten = {a: aus[:, j] for j, a in enumerate(names)}
     table = build_table(meta, occ, inten, lm, extra)
-    info = {"threshold": threshold, **attrs}
+    info = {"threshold": threshold, "occurrence": f"present from intensity {threshold:g}, trace below it unknown", **attrs}
     return AUFrames("synthetic", table, names, names, p.parent, info, image_reader=_H5Images(p))

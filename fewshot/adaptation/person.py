@@ -18,7 +18,7 @@ import pandas as pd
 from au_models.align import align_faces
 from au_models.losses import occurrence_targets
 from generators import design_grid, fit_profile, generate, load_motion_model
-from generators.aus import AU_CODES
+from generators.aus import AU_CODES, occurrence_from_intensity
 
 from ..analysis import Analyzer, Face
 from ..errors import CheckpointError, NoFaceError
@@ -126,13 +126,14 @@ class PersonSet:
 
 
 def grid_targets(grid: pd.DataFrame, aus: Sequence[str], intensity_aus: Sequence[str], threshold: float) -> np.ndarray:
-    """Targets in the model layout: occurrence 0/1 (intensity >= ``threshold``) then intensity 0..5;
-    NaN where the grid has no such AU column."""
+    """Targets in the model layout: occurrence 0/1 (present from ``threshold``, the base model's own
+    convention; a trace between 0 and it unknown: :func:`generators.aus.occurrence_from_intensity`) then
+    intensity 0..5; NaN where the grid has no such AU column."""
     n = len(grid)
     occ = np.full((n, len(aus)), np.nan, np.float32)
     for j, a in enumerate(aus):
         if a in grid:
-            occ[:, j] = (grid[a].to_numpy(float) >= threshold).astype(np.float32)
+            occ[:, j] = occurrence_from_intensity(grid[a].to_numpy(float), threshold)
     inten = np.full((n, len(intensity_aus)), np.nan, np.float32)
     for j, a in enumerate(intensity_aus):
         if a in grid:
