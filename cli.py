@@ -138,7 +138,7 @@ def design(
     photo: Path = typer.Option(..., "--photo", help="Neutral photo (or clip / folder) of the person."),
     out: Path = typer.Option(Path("grid.parquet"), "--out", "-o", help="Grid table to write (.parquet or .csv)."),
     n: int = typer.Option(500, "--n", help="Number of samples (factorial: 0 = the full design)."),
-    strategy: str = typer.Option("balanced", help=f"Grid strategy: {', '.join(GRID_STRATEGIES.names())}."),
+    strategy: str = typer.Option("expressions", help=f"Grid strategy: {', '.join(GRID_STRATEGIES.names())}."),
     aus: str = typer.Option(",".join(DEFAULT_AUS), help="Comma-separated AUs."),
     seed: int = typer.Option(0, help="Random seed (same seed, same grid)."),
     motion: Optional[Path] = typer.Option(None, help="Motion model .npz from `fewshot fit-motion`, or generators/data/ict_motion.npz (ICT-FaceKit shapes) (default: FACS fields)."),
@@ -165,7 +165,9 @@ def design(
     au = bal[bal.kind == "au"]
     bins = bal[bal.kind == "pose_bin"]
     typer.echo(f"{out}: {len(grid)} samples, {len(bins)} pose bins ({bins['count'].min()}-{bins['count'].max()} each), "
-               f"AU on-share {au['share'].min():.2f}-{au['share'].max():.2f} [{strategy}, seed {seed}]")
+               f"AU on-share {au['share'].min():.2f}-{au['share'].max():.2f} (per pose bin {au['bin_share_min'].min():.2f}-"
+               f"{au['bin_share_max'].max():.2f}); expressions: {', '.join(f'{r.name} {r.count}' for r in bal[bal.kind == 'expression'].itertuples())} "
+               f"[{strategy}, seed {seed}]")
 
 
 @app.command("fit-motion")

@@ -54,7 +54,10 @@ from .semantic import SEMANTIC_AUS
 from .sheet import au_caption, sheet_indices, tile_sheet
 
 # DISFA's 8 evaluated AUs: the default design.
-DEFAULT_AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")
+# BP4D's 12 and DISFA's 8 (AU1, 2, 4, 6, 7, 9, 10, 12, 14, 15, 17, 23, 24, 25, 26), plus AU5 and AU20,
+# without which the surprise, fear and anger prototypes cannot be rendered
+DEFAULT_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15", "AU17", "AU20",
+               "AU23", "AU24", "AU25", "AU26")
 DEFAULT_YAWS = (-30, -15, 0, 15, 30)
 DEFAULT_PITCHES = (-15, 0, 15)
 DEFAULT_POSE_BINS = tuple((float(y), float(p), 0.0) for y in DEFAULT_YAWS for p in DEFAULT_PITCHES)
@@ -468,6 +471,98 @@ def _cooccurrence(n: int, aus: Sequence[str], n_bins: int, rng: np.random.Genera
     return _balanced_bins(n, n_bins, rng), _drop_exclusive(inten, list(aus), rng)
 
 
+def _prototype_rows(bins: np.ndarray, rows: np.ndarray, aus: list[str], levels: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Intensities (len(rows), len(aus)) of EMFACS prototypes for ``rows``: within each pose bin the
+    prototypes whose AUs are all in ``aus`` and the neutral face (no AU) are dealt in turn (random
+    start), each at the next of
+    ``levels`` (every AU of the prototype at that letter; contempt at most :data:`CONTEMPT_MAX`), so
+    every bin holds every expression at every intensity as evenly as its count allows. Also returns
+    the index of each row's prototype in that deal."""
+    protos = [(name, p) for name, p in EXPRESSIONS.items() if all(a in aus for a in p)] + [("neutral", {})]
+    inten = np.zeros((len(rows), len(aus)))
+    which = np.full(len(rows), -1)
+    for b in np.unique(bins[rows]):
+        mine = np.flatnonzero(bins[rows] == b)
+        start, lstart = rng.integers(len(protos)), rng.integers(len(levels))
+        for r, i in enumerate(mine):
+            k = (start + r) % len(protos)
+            name, proto = protos[k]
+            level = levels[(lstart + r // len(protos)) % len(levels)]
+            if name == "contempt":
+                level = min(level, CONTEMPT_MAX)
+            for a in proto:
+                inten[i, aus.index(a)] = level
+            which[i] = k
+    return inten, which
+
+
+@GRID_STRATEGIES.register("expressions", "EMFACS prototypes and neutral faces at B-E in half of each pose bin, the rest drawn "
+                                         "by co-occurrence, each AU then brought to `on_share` (0.25) of every bin (default)")
+def _expressions(n: int, aus: Sequence[str], n_bins: int, rng: np.random.Generator, prototype_share: float = 0.5,
+                 on_share: float = 0.25, intensities: Sequence[float] = (1, 2, 3, 4, 5),
+                 prototype_intensities: Sequence[float] = (2, 3, 4, 5), **_) -> tuple[np.ndarray, np.ndarray]:
+    """Faces people make, each AU still balanced: a ``prototype_share`` of every pose bin are the basic
+    expressions and the neutral face (:func:`_prototype_rows`); the other rows follow the EMFACS co-occurrence
+    (:func:`default_cooccurrence` rescaled so that each AU's share over the whole grid comes out near
+    ``on_share``, sampled on its Chow-Liu tree as the 'cooccurrence' strategy does); then, per pose bin
+    and AU, co-occurrence rows are switched on (at a random level of ``intensities``, never against an
+    exclusive partner) or off until the AU is on in ``round(on_share x bin size)`` rows, where the
+    prototypes leave room for it. Prototype rows are never changed. ``on_share`` 0.25 keeps about four
+    AUs on per row, as in the prototypes (half of 17 AUs on at once is a face no one makes)."""
+    _rows_needed(n)
+    for name, v in (("prototype_share", prototype_share), ("on_share", on_share)):
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], not {v}")
+    aus = list(aus)
+    k = len(aus)
+    levels = np.asarray(intensities, float)
+    bins = _balanced_bins(n, n_bins, rng)
+    counts = np.bincount(bins, minlength=n_bins)
+    # which rows of each bin are prototypes: the first round(share x count) of a random order
+    order = np.lexsort((rng.random(n), bins))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(n, int)
+    rank[order] = np.arange(n) - starts[bins[order]]
+    is_proto = rank < np.round(prototype_share * counts)[bins]
+    proto_rows, rest = np.flatnonzero(is_proto), np.flatnonzero(~is_proto)
+    inten = np.zeros((n, k))
+    inten[proto_rows], _which = _prototype_rows(bins, proto_rows, aus, np.asarray(prototype_intensities, float), rng)
+    if len(rest):
+        # co-occurrence rows: the EMFACS dependencies, with the marginals that bring each AU to on_share
+        want = np.clip((on_share * n - (inten[proto_rows] > 0).sum(0)) / len(rest), 0.0, 1.0)
+        J = default_cooccurrence(aus)
+        p = np.clip(np.diag(J), 1e-6, 1.0)
+        Jr = J * np.sqrt(np.outer(want, want) / np.outer(p, p))
+        Jr = np.minimum(Jr, np.minimum.outer(want, want))
+        np.fill_diagonal(Jr, want)
+        _, sub = _cooccurrence(len(rest), aus, 1, rng, cooccurrence=Jr, intensities=intensities)
+        inten[rest] = sub
+    exclusive = [(aus.index(a), aus.index(b)) for a, b in EXCLUSIVE if a in aus and b in aus]
+    for b in range(n_bins):
+        in_bin = bins == b
+        target = int(round(on_share * counts[b]))
+        free = np.flatnonzero(in_bin & ~is_proto)
+        for j in range(k):
+            on = inten[:, j] > 0
+            excess = int(on[in_bin].sum()) - target
+            if excess > 0:
+                cand = free[on[free]]
+                off = rng.permutation(cand)[:excess]
+                inten[off, j] = 0.0
+            elif excess < 0:
+                blocked = np.zeros(n, bool)
+                for x, y in exclusive:
+                    if j == x:
+                        blocked |= inten[:, y] > 0
+                    elif j == y:
+                        blocked |= inten[:, x] > 0
+                cand = free[~on[free] & ~blocked[free]]
+                up = rng.permutation(cand)[:-excess]
+                inten[up, j] = levels[rng.integers(len(levels), size=len(up))]
+    return bins, inten
+
+
 def label_expressions(inten: np.ndarray, aus: Sequence[str]) -> np.ndarray:
     """EMFACS prototype name per row whose AUs are all on (most AUs first; contempt only at A-B), else 'none'."""
     aus = list(aus)
@@ -487,7 +582,7 @@ def label_expressions(inten: np.ndarray, aus: Sequence[str]) -> np.ndarray:
 def design_grid(
     profile: PersonProfile,
     n: int | None = 500,
-    strategy: str = "balanced",
+    strategy: str = "expressions",
     aus: Sequence[str] | str | None = None,
     pose_bins: Sequence[Sequence[float]] | None = None,
     seed: int = 0,
@@ -497,11 +592,12 @@ def design_grid(
 ) -> pd.DataFrame:
     """Design ``n`` samples of ``profile`` (see the module docstring for the columns).
 
-    strategy: a name in ``GRID_STRATEGIES``: 'balanced' (options ``on_share=0.5``,
+    strategy: a name in ``GRID_STRATEGIES``: 'expressions' (the default: EMFACS prototypes, neutral
+        faces and co-occurring AUs, each AU on in ``on_share=0.25`` of every pose bin), 'balanced' (options ``on_share=0.5``,
         ``intensities=(1..5)``), 'factorial' (``levels=(0, 3)``; ``n=None`` for the full design),
         'cooccurrence' (``cooccurrence=`` a (k, k) joint on-probability matrix over ``aus``, e.g. from
         a fitted motion model; EMFACS defaults otherwise).
-    aus: AU codes (default: DISFA's 8). pose_bins: (yaw, pitch[, roll]) degree tuples (default: yaw
+    aus: AU codes (default: :data:`DEFAULT_AUS`, BP4D's and DISFA's with AU5 and AU20). pose_bins: (yaw, pitch[, roll]) degree tuples (default: yaw
         -30..30 step 15 x pitch -15, 0, 15). Each row's pose is its bin plus uniform jitter of
         +-``pose_jitter`` (yaw, pitch) and +-``roll_jitter`` (roll) degrees, kept inside the outer
         bins' yaw and pitch (the default grid never exceeds |yaw| 30). seed: same seed, same grid.
@@ -553,18 +649,22 @@ def design_grid(
 
 
 def grid_balance(grid: Grid | pd.DataFrame) -> pd.DataFrame:
-    """Balance report: one row per AU (``count`` = rows with it on, ``share``, counts per intensity
-    ``A..E``), per pose bin (``count``, ``share``, ``expected`` = 1 / n_bins) and per expression
+    """Balance report: one row per AU (``count`` = rows with it on, ``share``, its least and largest
+    share within one pose bin ``bin_share_min`` / ``_max``, counts per intensity ``A..E``), per pose bin (``count``, ``share``, ``expected`` = 1 / n_bins) and per expression
     (the last two when the grid has those columns)."""
     g = as_grid(grid)
     n = max(len(g), 1)
     rows = []
     letters = [intensity_to_letter(x) for x in range(1, 6)]
+    bin_of = np.asarray(g.pose_bins) if g.pose_bins is not None else np.zeros(len(g), int)
     for a, v in zip(g.aus, g.intensities.T):
         k = np.clip(np.round(v), 0, 5).astype(int)
         per = np.bincount(k, minlength=6)
+        by_bin = pd.Series(v > 0).groupby(bin_of).mean() if len(g) else pd.Series(dtype=float)
         rows.append({"kind": "au", "name": a, "count": int((v > 0).sum()), "share": float((v > 0).mean()),
-                     "expected": np.nan, **{L: int(c) for L, c in zip(letters, per[1:])}})
+                     "expected": np.nan, "bin_share_min": float(by_bin.min()) if len(by_bin) else np.nan,
+                     "bin_share_max": float(by_bin.max()) if len(by_bin) else np.nan,
+                     **{L: int(c) for L, c in zip(letters, per[1:])}})
     if g.pose_bins is not None:
         names = g.attrs.get("pose_bin_names") or sorted(np.unique(g.pose_bins))
         counts = pd.Series(g.pose_bins).value_counts()
@@ -574,7 +674,8 @@ def grid_balance(grid: Grid | pd.DataFrame) -> pd.DataFrame:
     if g.expressions is not None:
         for e, c in pd.Series(g.expressions).value_counts().sort_index().items():
             rows.append({"kind": "expression", "name": e, "count": int(c), "share": c / n, "expected": np.nan})
-    out = pd.DataFrame(rows, columns=["kind", "name", "count", "share", "expected", "A", "B", "C", "D", "E"])
+    out = pd.DataFrame(rows, columns=["kind", "name", "count", "share", "expected", "bin_share_min", "bin_share_max",
+                                      "A", "B", "C", "D", "E"])
     for L in "ABCDE":
         out[L] = out[L].astype("Int64")
     return out

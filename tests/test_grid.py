@@ -152,7 +152,7 @@ def test_design_cli_writes_parquet_and_sheet(tmp_path):
     df = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
     assert len(df) == 60 and list(df.columns[:6]) == ["sample_id", "seed", "yaw", "pitch", "roll", "pose_bin"]
     if suffix == ".parquet":
-        assert df.attrs["seed"] == 2 and df.attrs["strategy"] == "balanced"
+        assert df.attrs["seed"] == 2 and df.attrs["strategy"] == "expressions"
     img = read_image(sheet)
     assert img.shape[0] >= 256 and img.std() > 10
     bad = CliRunner().invoke(app, ["design", "--photo", str(tmp_path / "none.jpg"), "--out", str(out)])
@@ -167,7 +167,7 @@ def test_grid_object_round_trips_the_table(profile):
     from generators import Grid
     from generators.aus import intensity_level
 
-    df = design_grid(profile, n=30, aus=["AU12", "AU06", "AU17", "AU25"], seed=4)
+    df = design_grid(profile, n=30, aus=["AU12", "AU06", "AU17", "AU25"], seed=4, strategy="balanced")
     g = Grid.from_table(df)
     back = g.to_table()
     assert back.equals(df) and list(back.columns) == list(df.columns) and (back.dtypes == df.dtypes).all()
@@ -305,3 +305,34 @@ def test_landmark_sheet_is_built_on_the_tiler(profile):
     assert sheet.dtype == np.uint8 and sheet.shape[1] == 3 * 128 and sheet.shape[0] > 3 * 128
     green = (sheet[..., 1] > 200) & (sheet[..., 0] < 100)
     assert green.sum() > 500  # the targets are drawn
+
+
+def test_default_grid_is_faces_people_make_with_every_au_balanced(profile):
+    """The default 'expressions' design: BP4D's and DISFA's AUs (+ AU5, AU20), every EMFACS prototype
+    and neutral faces at several intensities, every AU on in a quarter of each pose bin."""
+    from generators import DEFAULT_AUS, EXPRESSIONS, grid_balance
+
+    assert {"AU07", "AU10", "AU14", "AU15", "AU17", "AU23", "AU24"} <= set(DEFAULT_AUS) and len(DEFAULT_AUS) == 17
+    df = design_grid(profile, n=300, seed=1)
+    assert df.attrs["strategy"] == "expressions" and df.attrs["aus"] == list(DEFAULT_AUS)
+    on = df[list(DEFAULT_AUS)].to_numpy() > 0
+    for b, rows in df.groupby("pose_bin").groups.items():
+        share = on[np.asarray(df.index.get_indexer(rows))].mean(0)
+        assert np.abs(share - 0.25).max() <= 0.5 / len(rows) + 1e-9, (b, share)
+    assert 3.5 < on.sum(1).mean() < 5.0  # about four AUs per face, not half of them
+    counts = df.expression.value_counts()
+    assert all(counts.get(e, 0) >= 10 for e in EXPRESSIONS), counts
+    assert (on.sum(1) == 0).sum() >= 10  # neutral faces
+    happy = df[df.expression == "happiness"]
+    assert happy.AU12.nunique() >= 3  # several intensities
+    bal = grid_balance(df)
+    au = bal[bal.kind == "au"]
+    assert (au.bin_share_min >= 0.2).all() and (au.bin_share_max <= 0.3).all()
+    assert set(bal[bal.kind == "expression"].name) >= set(EXPRESSIONS)
+
+
+def test_expressions_strategy_options_are_checked(profile):
+    with pytest.raises(ConfigError, match="on_share"):
+        design_grid(profile, n=20, on_share=1.5)
+    df = design_grid(profile, n=60, aus=["AU06", "AU12"], seed=0)  # only happiness fits: the rest balances
+    assert set(df.expression) <= {"happiness", "none"} and (df.expression == "happiness").sum() >= 15
