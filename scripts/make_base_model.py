@@ -1,15 +1,21 @@
-"""Build the shipped base AU model (au_models/data/base.pt) from the FRL London Set.
+"""Build the shipped base AU model (au_models/data/base.pt) from the FRL London and Canada sets.
 
-    python scripts/make_base_model.py [--london ../shared/data/frl_london] [--work build/base_model]
+    python scripts/make_base_model.py [--london ../shared/data/frl_london] [--canada ../shared/data/canada]
+                                      [--generator mesh] [--motion generators/data/ict_motion.npz] [--work build/base_model]
 
-1. For each of the 40 identities: fit a person profile on the neutral photo, design a balanced grid
-   (stage 2) and render it (stage 3, warp generator) into ``<work>/synth/<id>.h5``. Labels are the
-   grid's AU intensities, i.e. true by construction. Resumable (stage 3's store skips done chunks).
+1. For each of the 40 London and 40 Canada identities: fit a person profile on the neutral photo (with
+   ``--motion``), design a grid (stage 2, ``--strategy``, default the 'expressions' design over the
+   default AU set) and render it (stage 3, ``--generator``, default ``mesh``) into
+   ``<work>/synth/<id>.h5``. Labels are the grid's AU intensities, i.e. true by construction
+   (occurrence present from B, a trace A unknown). The mesh's expression texture is learned on the
+   London *training* identities' photo pairs only (``<work>/texture.npz``), so no held-out or
+   validation person's smile is in any training image. Resumable (stage 3's store skips done chunks).
 2. Align every synthetic sample and the real photos into ``<work>/cache`` (au_models.cache).
    Real photos are labelled only with what they show: neutral = every AU absent, intensity 0,
    expression neutral; smiling = AU12 present (other AUs unknown), expression happy.
-3. Identity-exclusive split (seeded): ``--test-ids`` identities are held out completely (their
-   synthetic and real images), ``--val-ids`` identities drive early stopping, the rest train.
+3. Identity-exclusive split (seeded, over the London identities, which have real photos to test on):
+   ``--test-ids`` identities are held out completely (their synthetic and real images), ``--val-ids``
+   identities drive early stopping, the other London and every Canada identity train.
 4. Train, evaluate on the held-out identities: per-AU metrics on their synthetic grids, and the
    real-photo check: AUC of P(AU12) and P(AU06) for smiling vs neutral photos.
 5. Save the checkpoint (with provenance, metrics and a 128-sample replay buffer) and
@@ -31,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def synth_identity(photo: Path, out: Path, n: int, size: int, seed: int) -> Path:
+def synth_identity(photo: Path, out: Path, n: int, size: int, seed: int, generator: str = "mesh", options: dict | None = None,
+                   motion=None, strategy: str = "expressions") -> Path:
     from generators import design_grid, fit_profile
     from generators.store import synthesize
 
@@ -41,9 +48,10 @@ def synth_identity(photo: Path, out: Path, n: int, size: int, seed: int) -> Path
         with h5py.File(out, "r") as f:
             if bool(f.attrs.get("complete", False)):
                 return out
-    profile = fit_profile(photo)
-    grid = design_grid(profile, n=n, strategy="balanced", seed=seed)
-    synthesize(profile, grid, out, size=size, compression=None, source_path=photo, progress=False, contact_sheet=False)
+    profile = fit_profile(photo, motion=motion)
+    grid = design_grid(profile, n=n, strategy=strategy, seed=seed)
+    synthesize(profile, grid, out, size=size, compression=None, source_path=photo, progress=False, contact_sheet=False,
+               generator=generator, generator_options=options or {})
     return out
 
 
@@ -97,6 +105,10 @@ def real_set(london: Path, identities: list[str], crop_size: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--london", type=Path, default=ROOT.parent / "shared/data/frl_london")
+    ap.add_argument("--canada", type=Path, default=ROOT.parent / "shared/data/canada", help="more neutral identities ('' = none)")
+    ap.add_argument("--generator", default="mesh")
+    ap.add_argument("--motion", type=Path, default=ROOT / "generators/data/ict_motion.npz", help="AU motion model ('' = FACS fields)")
+    ap.add_argument("--strategy", default="expressions", help="grid strategy")
     ap.add_argument("--work", type=Path, default=ROOT / "build/base_model")
     ap.add_argument("--out", type=Path, default=ROOT / "au_models/data/base.pt")
     ap.add_argument("--per-identity", type=int, default=200, help="synthetic samples per identity")
@@ -131,11 +143,33 @@ def main() -> None:
     train_ids = sorted(order[a.test_ids + a.val_ids :])
     print(f"{len(identities)} identities: train {len(train_ids)}, val {val_ids}, test {test_ids}", flush=True)
 
+    canada = sorted(p.stem for p in Path(a.canada).glob("*.jpg")) if str(a.canada) else []
+    train_ids = sorted(train_ids + canada)
+    print(f"+ {len(canada)} Canada identities (training)", flush=True)
+    from generators import load_motion_model
+    from generators.render import GENERATORS
+
+    motion = load_motion_model(a.motion) if str(a.motion) else None
+    options: dict = {}
+    if "texture" in GENERATORS.get(a.generator).options:
+        from generators import checks
+
+        texture = a.work / "texture.npz"
+        london_train = [i for i in identities if i not in set(test_ids) | set(val_ids)]
+        if not texture.exists():
+            a.work.mkdir(parents=True, exist_ok=True)
+            lmc = checks.london_landmarks(london_train, checks.Analyzer(embed=False), a.london)
+            checks.london_texture(london_train, lmc, london=a.london).save(texture)
+        options["texture"] = str(texture)
+        print(f"{texture}: expression texture of the {len(london_train)} London training identities", flush=True)
     synth_dir, cache_dir = a.work / "synth", a.work / "cache"
     sets = []
-    for i, ident in enumerate(identities):
-        h5 = synth_identity(a.london / "neutral_front" / f"{ident}_03.jpg", synth_dir / f"{ident}.h5", a.per_identity, a.size, a.seed * 1000 + i)
+    photos = [(ident, a.london / "neutral_front" / f"{ident}_03.jpg") for ident in identities] + [(c, Path(a.canada) / f"{c}.jpg") for c in canada]
+    for i, (ident, photo) in enumerate(photos):
+        h5 = synth_identity(photo, synth_dir / f"{ident}.h5", a.per_identity, a.size, a.seed * 1000 + i, a.generator, options, motion, a.strategy)
         sets.append(synthetic_set(h5, cache_dir, ident, a.crop_size))
+        if (i + 1) % 10 == 0:
+            print(f"  rendered {i + 1}/{len(photos)} identities ({time.perf_counter() - t0:.0f} s)", flush=True)
     synth = concat_sets(sets)
     print(f"synthetic: {len(synth)} aligned samples, AUs {synth.aus} ({time.perf_counter() - t0:.0f} s)", flush=True)
     real, smiling = real_set(a.london, identities, a.crop_size)
@@ -176,14 +210,18 @@ def main() -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(json.dumps({k: report[k] for k in ("synthetic_test", "real_test_auc", "real_test_rates")}, indent=1))
     prov = dict(
-        dataset="synthetic grids of the FRL London Set (40 identities, warp generator) + real neutral/smiling photos",
+        dataset=(f"synthetic grids ({a.strategy}, {a.per_identity} per identity, generator {a.generator}, motion "
+                 f"{Path(a.motion).name if str(a.motion) else 'FACS fields'}) of the FRL London Set (40 identities) and "
+                 f"{len(canada)} Canada identities + real London neutral/smiling photos"),
+        generator=a.generator, motion=str(a.motion), strategy=a.strategy, canada_subjects=canada,
+        occurrence_threshold=2.0,
         command="python scripts/make_base_model.py " + " ".join(sys.argv[1:]), seed=a.seed, fold="identity-exclusive",
         train_subjects=train_ids, val_subjects=val_ids, test_subjects=test_ids, n_train=len(fit), n_val=len(val),
         per_identity=a.per_identity, synth_size=a.size, real_repeat=a.real_repeat, metrics={**summary, **{f"real_auc_{k}": v for k, v in real_auc.items()}, **real_acc},
         per_au=table.to_dict("list"), best_epoch=res.best_epoch, versions=versions(),
-        licence="weights derived from the FRL London Set (CC BY 4.0, DeBruine & Jones 2017)",
+        licence="weights derived from the FRL London Set and the Young Adult White Faces (Canada) set (CC BY 4.0, DeBruine & Jones 2017)",
     )  # fmt: skip
-    save_checkpoint(a.out, model, {"provenance": prov}, replay=replay_buffer(fit, a.replay, a.seed),
+    save_checkpoint(a.out, model, {"provenance": prov, "occurrence_threshold": 2.0}, replay=replay_buffer(fit, a.replay, a.seed),
                     validation=replay_buffer(val, a.replay, a.seed))
     a.work.mkdir(parents=True, exist_ok=True)
     table.to_csv(a.work / "metrics.csv", index=False)
