@@ -141,7 +141,7 @@ def design(
     strategy: str = typer.Option("expressions", help=f"Grid strategy: {', '.join(GRID_STRATEGIES.names())}."),
     aus: str = typer.Option(",".join(DEFAULT_AUS), help="Comma-separated AUs."),
     seed: int = typer.Option(0, help="Random seed (same seed, same grid)."),
-    motion: Optional[Path] = typer.Option(None, help="Motion model .npz from `fewshot fit-motion`, or generators/data/ict_motion.npz (ICT-FaceKit shapes) (default: FACS fields)."),
+    motion: Optional[Path] = typer.Option(None, help="Motion model .npz from `fewshot fit-motion`, or 'ict' (the shipped ICT-FaceKit shapes) (default: FACS fields)."),
     sheet: Optional[Path] = typer.Option(None, help="PNG contact sheet of target landmarks over the photo."),
     backend: str = typer.Option("dlib", help=FACE_HELP),
 ) -> None:

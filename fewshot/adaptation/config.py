@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from generators.grid import GRID_STRATEGIES
+from generators.motion import SHIPPED_MOTION
 from generators.render import generator_options
 
 from ..errors import ConfigError, InputError
@@ -56,7 +57,7 @@ class SynthesisConfig:
 
     generator: str = _opt("warp", f"Generator ('{NO_SYNTHESIS}': adapt on the real references alone).", choices="generator")
     appearance: str | None = _opt(None, "Learned AU appearance .npz from `fewshot fit-appearance` (default: procedural).")
-    motion: str | None = _opt(None, "AU motion model .npz from `fewshot fit-motion`, or generators/data/ict_motion.npz (ICT-FaceKit shapes) (default: FACS fields).")
+    motion: str | None = _opt(None, "AU motion model .npz from `fewshot fit-motion`, or 'ict' (the shipped ICT-FaceKit shapes) (default: FACS fields).")
     refiner: str | None = _opt(None, "Refiner weights from `fewshot train-generator` (generator warp+refiner).")
     texture: str | None = _opt(None, "Expression texture .npz from `fewshot fit-appearance --texture`, or 'none' (generator mesh; default: the London one).")
     render_size: int = _opt(128, "Synthesis resolution in pixels (the model's own crop size is applied after).")
@@ -154,7 +155,8 @@ class AdaptConfig:
                 raise ConfigError(message)
         for name in ("appearance", "motion", "refiner", "texture"):
             path = getattr(self.synthesis, name)
-            if path is not None and not (name == "texture" and path in ("none", "london")) and not Path(path).is_file():
+            named = (name == "texture" and path in ("none", "london")) or (name == "motion" and path in SHIPPED_MOTION)
+            if path is not None and not named and not Path(path).is_file():
                 raise InputError(f"{path}: no such {name} file (--{name})")
         return self
 
