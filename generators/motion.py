@@ -178,7 +178,10 @@ SHIPPED_MOTION = {"ict": Path(__file__).resolve().parent / "data" / "ict_motion.
 
 def load_motion_model(path: str | Path) -> MotionModel:
     """Read a model written by :meth:`MotionModel.save` (``fewshot fit-motion``), or a shipped one by
-    name (:data:`SHIPPED_MOTION`: ``"ict"``, the ICT-FaceKit shapes of ``scripts/derive_ict_motion.py``)."""
+    name (:data:`SHIPPED_MOTION`: ``"ict"``, the ICT-FaceKit shapes of ``scripts/derive_ict_motion.py``;
+    ``"facs"``: the hand-written FACS fields, :func:`default_motion_model`)."""
+    if str(path) == "facs":
+        return default_motion_model()
     p = SHIPPED_MOTION.get(str(path), Path(path))
     if not p.is_file():
         raise InputError(f"{p}: no such motion model file; write one with `fewshot fit-motion` or omit --motion")

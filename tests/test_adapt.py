@@ -268,7 +268,8 @@ def test_adapt_with_the_mesh_takes_its_expression_texture(tiny_base, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["config"]["synthesis"]["texture"] == str(tex) and rep["synthetic"]["generator"] == "mesh"
-    r = CliRunner().invoke(app, ["adapt", "--base", str(tiny_base), "--out", str(tmp_path / "b"), "--texture", str(tex)])
+    r = CliRunner().invoke(app, ["adapt", "--base", str(tiny_base), "--out", str(tmp_path / "b"), "--generator", "warp",
+                                 "--motion", "facs", "--texture", str(tex)])
     assert r.exit_code == 2 and "takes no --texture" in r.output and not (tmp_path / "b").exists()
     r = CliRunner().invoke(app, ["adapt", "--base", str(tiny_base), "--out", str(tmp_path / "c"), "--generator", "mesh",
                                  "--texture", str(tmp_path / "missing.npz")])

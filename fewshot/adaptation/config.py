@@ -48,16 +48,16 @@ class GridConfig:
     """Stage 2: what to synthesize."""
 
     size: int = _opt(200, "Synthetic samples to design and render.", flag="--grid-size")
-    strategy: str = _opt("balanced", "Grid design strategy.", flag="--grid-strategy", choices="grid strategy")
+    strategy: str = _opt("expressions", "Grid design strategy.", flag="--grid-strategy", choices="grid strategy")
 
 
 @dataclass(frozen=True)
 class SynthesisConfig:
     """Stage 3: how the grid is rendered."""
 
-    generator: str = _opt("warp", f"Generator ('{NO_SYNTHESIS}': adapt on the real references alone).", choices="generator")
+    generator: str = _opt("mesh", f"Generator ('{NO_SYNTHESIS}': adapt on the real references alone).", choices="generator")
     appearance: str | None = _opt(None, "Learned AU appearance .npz from `fewshot fit-appearance` (default: procedural).")
-    motion: str | None = _opt(None, "AU motion model .npz from `fewshot fit-motion`, or 'ict' (the shipped ICT-FaceKit shapes) (default: FACS fields).")
+    motion: str | None = _opt("ict", "AU motion model .npz from `fewshot fit-motion`, 'ict' (the shipped ICT-FaceKit shapes, default) or 'facs' (the hand-written FACS fields).")
     refiner: str | None = _opt(None, "Refiner weights from `fewshot train-generator` (generator warp+refiner).")
     texture: str | None = _opt(None, "Expression texture .npz from `fewshot fit-appearance --texture`, or 'none' (generator mesh; default: the London one).")
     render_size: int = _opt(128, "Synthesis resolution in pixels (the model's own crop size is applied after).")
@@ -136,7 +136,8 @@ class AdaptConfig:
         GRID_STRATEGIES.get(self.grid.strategy)
         if self.synthesizes:
             self.generator_options()
-        elif self.synthesis.appearance or self.synthesis.refiner or self.synthesis.motion or self.synthesis.texture:
+        elif (self.synthesis.appearance or self.synthesis.refiner or self.synthesis.texture
+              or self.synthesis.motion not in (None, SynthesisConfig().motion)):
             raise ConfigError(f"generator {NO_SYNTHESIS!r} renders nothing, so --appearance, --motion, --refiner and --texture do not apply")
         checks = [
             (0.0 <= self.strategy.plasticity <= 1.0, f"--plasticity must be in [0, 1], not {self.strategy.plasticity}"),
@@ -155,7 +156,7 @@ class AdaptConfig:
                 raise ConfigError(message)
         for name in ("appearance", "motion", "refiner", "texture"):
             path = getattr(self.synthesis, name)
-            named = (name == "texture" and path in ("none", "london")) or (name == "motion" and path in SHIPPED_MOTION)
+            named = (name == "texture" and path in ("none", "london")) or (name == "motion" and path in (*SHIPPED_MOTION, "facs"))
             if path is not None and not named and not Path(path).is_file():
                 raise InputError(f"{path}: no such {name} file (--{name})")
         return self
