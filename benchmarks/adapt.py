@@ -54,10 +54,10 @@ def main() -> None:
         rows = [[name] + [f"{dict((s['stage'], s['seconds']) for s in st)[name]:.2f}" for _, st in runs]
                 + [f"{max(s['peak_rss_mb'] for _, st in runs for s in st if s['stage'] == name):.0f}"] for name in stages]
         rows.append(["**adapt_person, all stages**"] + [f"**{total:.1f}**" for total, _ in runs] + ["-"])
-        extra = "" if not (a.generator or a.motion) else (f", generator `{cfg.synthesis.generator}`"
-                                                            + (f", motion `{os.path.basename(a.motion)}`" if a.motion else ""))
-        note = (f"`fewshot adapt` with {'no options' if not extra else 'default options'} (shipped example photo and base model, "
-                f"strategy `{cfg.strategy.name}`{extra}), timed inside `adapt_person` (imports, {t_import:.1f} s here, not included).")
+        given = bool(a.generator or a.motion or a.strategy)
+        note = (f"`fewshot adapt` with {'these options' if given else 'no options'} (shipped example photo and base model, "
+                f"strategy `{cfg.strategy.name}`, generator `{cfg.synthesis.generator}`, motion `{cfg.synthesis.motion or 'facs'}`), "
+                f"timed inside `adapt_person` (imports, {t_import:.1f} s here, not included).")
         update_section(a.section, note + "\n\n" + markdown_table(headers, rows), command=invocation())
 
 
