@@ -471,6 +471,19 @@ def _cooccurrence(n: int, aus: Sequence[str], n_bins: int, rng: np.random.Genera
     return _balanced_bins(n, n_bins, rng), _drop_exclusive(inten, list(aus), rng)
 
 
+def _apportion(counts: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Integer parts of ``share x counts`` per bin, each the floor or the ceiling, summing to
+    ``round(share x counts.sum())`` (the ceilings go to the bins with the largest remainders, ties at
+    random), so a grid with a row or two per bin still gets its share overall."""
+    exact = share * np.asarray(counts, float)
+    base = np.floor(exact).astype(int)
+    extra = int(round(exact.sum())) - int(base.sum())
+    if extra > 0:
+        order = np.lexsort((rng.random(len(exact)), -(exact - base)))
+        base[order[:extra]] += 1
+    return base
+
+
 def _prototype_rows(bins: np.ndarray, rows: np.ndarray, aus: list[str], levels: np.ndarray,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Intensities (len(rows), len(aus)) of EMFACS prototypes for ``rows``: within each pose bin the
@@ -507,8 +520,9 @@ def _expressions(n: int, aus: Sequence[str], n_bins: int, rng: np.random.Generat
     (:func:`default_cooccurrence` rescaled so that each AU's share over the whole grid comes out near
     ``on_share``, sampled on its Chow-Liu tree as the 'cooccurrence' strategy does); then, per pose bin
     and AU, co-occurrence rows are switched on (at a random level of ``intensities``, never against an
-    exclusive partner) or off until the AU is on in ``round(on_share x bin size)`` rows, where the
-    prototypes leave room for it. Prototype rows are never changed. ``on_share`` 0.25 keeps about four
+    exclusive partner) or off until the AU is on in ``on_share x bin size`` rows (rounded up or down so
+    that the whole grid holds ``round(on_share x n)``: :func:`_apportion`), where the prototypes leave
+    room for it. Prototype rows are never changed. ``on_share`` 0.25 keeps about four
     AUs on per row, as in the prototypes (half of 17 AUs on at once is a face no one makes)."""
     _rows_needed(n)
     for name, v in (("prototype_share", prototype_share), ("on_share", on_share)):
@@ -524,7 +538,7 @@ def _expressions(n: int, aus: Sequence[str], n_bins: int, rng: np.random.Generat
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.empty(n, int)
     rank[order] = np.arange(n) - starts[bins[order]]
-    is_proto = rank < np.round(prototype_share * counts)[bins]
+    is_proto = rank < _apportion(counts, prototype_share, rng)[bins]
     proto_rows, rest = np.flatnonzero(is_proto), np.flatnonzero(~is_proto)
     inten = np.zeros((n, k))
     inten[proto_rows], _which = _prototype_rows(bins, proto_rows, aus, np.asarray(prototype_intensities, float), rng)
@@ -539,11 +553,12 @@ def _expressions(n: int, aus: Sequence[str], n_bins: int, rng: np.random.Generat
         _, sub = _cooccurrence(len(rest), aus, 1, rng, cooccurrence=Jr, intensities=intensities)
         inten[rest] = sub
     exclusive = [(aus.index(a), aus.index(b)) for a, b in EXCLUSIVE if a in aus and b in aus]
+    targets = np.stack([_apportion(counts, on_share, rng) for _ in range(k)], axis=1)  # (n_bins, k)
     for b in range(n_bins):
         in_bin = bins == b
-        target = int(round(on_share * counts[b]))
         free = np.flatnonzero(in_bin & ~is_proto)
         for j in range(k):
+            target = int(targets[b, j])
             on = inten[:, j] > 0
             excess = int(on[in_bin].sum()) - target
             if excess > 0:

@@ -336,3 +336,12 @@ def test_expressions_strategy_options_are_checked(profile):
         design_grid(profile, n=20, on_share=1.5)
     df = design_grid(profile, n=60, aus=["AU06", "AU12"], seed=0)  # only happiness fits: the rest balances
     assert set(df.expression) <= {"happiness", "none"} and (df.expression == "happiness").sum() >= 15
+
+
+def test_expressions_design_keeps_its_shares_with_a_row_or_two_per_bin(profile):
+    from generators import DEFAULT_AUS
+
+    df = design_grid(profile, n=24, seed=3)  # 15 pose bins: 1-2 rows each
+    on = (df[list(DEFAULT_AUS)].to_numpy() > 0).mean(0)
+    assert on.min() >= 0.2, dict(zip(DEFAULT_AUS, on.round(2)))
+    assert (df.expression != "none").sum() >= 10  # about half are prototypes (neutral faces are 'none')
