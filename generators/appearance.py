@@ -303,19 +303,27 @@ class AppearanceModel:
                 np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
 
 
+def _read_fields(p: Path, prefix: str, what: str, command: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """(meta, {name: float32 field}) of a fields .npz written by :meth:`AppearanceModel.save` or
+    :meth:`ExpressionTexture.save` (arrays named ``prefix + name``); InputError naming ``what`` and the
+    ``command`` that writes one otherwise."""
+    try:
+        with np.load(p, allow_pickle=False) as d:
+            meta = json.loads(str(d["meta"]))
+            fields = {k[len(prefix):]: d[k].astype(np.float32) for k in d.files if k.startswith(prefix)}
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such {what}; create one with '{command}'") from None
+    except Exception as e:  # zip / json / key errors all mean the same thing to the user
+        raise InputError(f"{p}: not a fewshot {what} ({type(e).__name__}); re-run '{command}'") from None
+    return meta, fields
+
+
 def load_appearance(path: str | Path | None) -> AppearanceModel:
     """The procedural model (path None) or a learned one saved by :func:`fit_appearance`."""
     if path is None:
         return AppearanceModel()
     p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as d:
-            meta = json.loads(str(d["meta"]))
-            shading = {k[len("shading_"):]: d[k].astype(np.float32) for k in d.files if k.startswith("shading_")}
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such appearance file; create one with 'fewshot fit-appearance'") from None
-    except Exception as e:  # zip / json / key errors all mean the same thing to the user
-        raise InputError(f"{p}: not a fewshot appearance file ({type(e).__name__}); re-run 'fewshot fit-appearance'") from None
+    meta, shading = _read_fields(p, "shading_", "appearance file", "fewshot fit-appearance")
     if meta.get("canonical") != CANONICAL or any(v.shape != (CANONICAL, CANONICAL) for v in shading.values()):
         raise InputError(f"{p}: appearance fields are not {CANONICAL}x{CANONICAL}; re-run 'fewshot fit-appearance'")
     return AppearanceModel(shading, {k: float(v) for k, v in meta.get("texture_scale", {}).items()}, p.name, meta)
@@ -557,14 +565,7 @@ class ExpressionTexture:
 def load_texture(path: str | Path) -> ExpressionTexture:
     """An :class:`ExpressionTexture` saved by :meth:`ExpressionTexture.save`."""
     p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as d:
-            meta = json.loads(str(d["meta"]))
-            fields = {k[len("texture_"):]: d[k].astype(np.float32) for k in d.files if k.startswith("texture_")}
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such expression texture file; create one with 'fewshot fit-appearance --texture'") from None
-    except Exception as e:
-        raise InputError(f"{p}: not a fewshot expression texture ({type(e).__name__}); re-run 'fewshot fit-appearance --texture'") from None
+    meta, fields = _read_fields(p, "texture_", "expression texture", "fewshot fit-appearance --texture")
     if meta.get("kind") != "expression_texture" or meta.get("canonical") != CANONICAL or not fields \
             or any(v.shape != (CANONICAL, CANONICAL) for v in fields.values()):
         raise InputError(f"{p}: not a {CANONICAL}x{CANONICAL} expression texture; re-run 'fewshot fit-appearance --texture'")
