@@ -528,6 +528,15 @@ def texture_folds(identities, lmc, codes: dict | None = None, folds: int = 2, lo
     return {i: learned[fold_of[i]] for i in identities}
 
 
+def fold_textures(gen: Generator, identities, folds: int = 2, options: dict | None = None, lmc: dict | None = None,
+                  london: str | os.PathLike | None = None) -> dict[str, ExpressionTexture] | None:
+    """:func:`texture_folds` for a generator that draws a learned expression texture (``mesh``) and
+    was not given one in ``options``; None otherwise, or when ``folds`` is 0 (it keeps its own)."""
+    if not folds or not hasattr(gen, "texture") or "texture" in (options or {}):
+        return None
+    return texture_folds(identities, landmarks_cache(london=london) if lmc is None else lmc, folds=folds, london=london)
+
+
 def with_texture(gen: Generator, texture: ExpressionTexture | None) -> bool:
     """Give a generator that draws a learned expression texture (``mesh``) this one; False when the
     generator has none to replace (then it renders as it is)."""

@@ -63,6 +63,7 @@ SOCKET_SHADE = 0.3  # the mouth socket's albedo: the lips' colour times this (a 
 GUM_SHADE = 0.9  # gums and tongue: the lips' colour times this
 INTERIOR_PARTS = ("mouth_socket", "gums_tongue", "teeth")
 LONDON_TEXTURE = Path(__file__).resolve().parent / "data" / "london_smile_texture.npz"
+TEXTURE_NAMES = ("london", "none")  # what resolve_texture takes besides a path
 
 
 def resolve_texture(texture: "str | Path | ExpressionTexture | None") -> ExpressionTexture | None:
@@ -197,7 +198,6 @@ class MeshRenderer(WarpRenderer):
 
     def skin_gain(self, aus, sem, seed):
         return None if self.texture is None else self.texture.gain(aus)
-
 
     def adjust_maps(self, mx, my, landmarks, pose_deg, aus, M):
         learned = self.texture.fields if self.texture is not None else {}

@@ -174,6 +174,7 @@ class MotionModel:
 
 
 SHIPPED_MOTION = {"ict": Path(__file__).resolve().parent / "data" / "ict_motion.npz"}  # names for the shipped models
+MOTION_NAMES = (*SHIPPED_MOTION, "facs")  # what load_motion_model takes besides a path
 
 
 def load_motion_model(path: str | Path) -> MotionModel:

@@ -371,6 +371,16 @@ class FaceShading:
         return (np.ascontiguousarray(self.vertices.T, dtype=np.float64), np.ascontiguousarray(self.normals.T, dtype=np.float64),
                 basis, tt, incidence, self.residual_weights.astype(np.float32))
 
+    def _deformed(self, dw: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Vertices and unit normals as (3, V) rows of the mesh moved by expression weights ``dw``
+        (E,) relative to the source's, and whether any shape moved (else the source's own)."""
+        v0, n0, basis, tt, incidence, _ = self._per_row
+        active = np.flatnonzero(np.abs(dw) > 1e-6)
+        if not len(active):
+            return v0, n0, False
+        vt = v0 + (dw[active].astype(np.float32) @ basis[active]).reshape(3, -1)
+        return vt, _unit_rows(incidence @ _triangle_normals(*vt, tt)).T, True
+
     def row_geometry(self, aus: dict[str, float], pose_deg: np.ndarray, to_crop: np.ndarray,
                      crop_landmarks: np.ndarray, reference_aus: dict[str, float] | None = None) -> "RowGeometry":
         """The row's expressive mesh in its output image: ``pose_deg`` (yaw, pitch, roll) degrees;
@@ -380,19 +390,10 @@ class FaceShading:
         interpolated with :attr:`residual_weights`). ``reference_aus``: AUs whose shading the ratio's
         reference carries too (``neutral_normals`` of the source's expression plus these; e.g. AUs
         whose skin change is drawn otherwise), default none."""
-        v0, n0, basis, tt, incidence, weights = self._per_row
+        weights = self._per_row[5]
         dw = self.expression_weights(aus) - self.base_expression
-        active = np.flatnonzero(np.abs(dw) > 1e-6)
-        vt, nt = v0, n0  # (3, V) rows: x, y, z
-        if len(active):
-            vt = v0 + (dw[active].astype(np.float32) @ basis[active]).reshape(3, -1)
-            nt = _unit_rows(incidence @ _triangle_normals(*vt, tt)).T
-        n_ref = n0
-        if reference_aus:
-            dr = self.expression_weights(reference_aus) - self.base_expression
-            on = np.flatnonzero(np.abs(dr) > 1e-6)
-            if len(on):
-                n_ref = _unit_rows(incidence @ _triangle_normals(*(v0 + (dr[on].astype(np.float32) @ basis[on]).reshape(3, -1)), tt)).T
+        vt, nt, changed = self._deformed(dw)  # (3, V) rows: x, y, z
+        n_ref = self._deformed(self.expression_weights(reference_aus) - self.base_expression)[1] if reference_aus else self._per_row[1]
         R = rotation_of(*pose_deg) @ self.to_profile
         cam = R @ vt + self.translation[:, None]
         n_e = R @ nt
@@ -405,7 +406,7 @@ class FaceShading:
         to_output = apply_affine_compose(S, to_crop)
         px = (to_output[:, :2] @ src + to_output[:, 2:]).T + _spread(weights, residual)
         return RowGeometry(px=px, depth=cam[2], facing=facing, normals=n_e.T, neutral_normals=(R @ n_ref).T,
-                           changed=bool(len(active)), cell=float(interocular(crop_landmarks)) / CELLS_PER_IOD,
+                           changed=changed, cell=float(interocular(crop_landmarks)) / CELLS_PER_IOD,
                            expression_delta=dw, rotation=R, to_output=to_output, residual=residual)
 
     def ratio(self, aus: dict[str, float], pose_deg: np.ndarray, to_crop: np.ndarray, crop_landmarks: np.ndarray,

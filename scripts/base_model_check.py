@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     motion = load_motion_model(motion_path) if motion_path and motion_path.is_file() else None
     gen = checks.make_generator(generator)
     # a texture-drawing generator renders each held-out person with skin learned on the other fold
-    textures = checks.texture_folds(test_ids, checks.landmarks_cache(london=london), london=london) if hasattr(gen, "texture") else None
+    textures = checks.fold_textures(gen, test_ids, london=london)
     judge = ExpressionJudge()
     predictor = Predictor(model)
     names = {"happiness": "happy", "sadness": "sad", "surprise": "surprise", "fear": "fear", "anger": "anger",

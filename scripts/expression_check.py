@@ -96,10 +96,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     label = a.generator + (f" ({', '.join(a.option)})" if a.option else "")
-    textures = None
-    if a.texture_folds and hasattr(generator, "texture") and "texture" not in checks.parse_options(a.option):
-        # learned on the other folds' identities: the judge never sees a face rendered with its own skin
-        textures = checks.texture_folds(ids, checks.landmarks_cache(london=a.london), folds=a.texture_folds, london=a.london)
+    # learned on the other folds' identities: the judge never sees a face rendered with its own skin
+    textures = checks.fold_textures(generator, ids, a.texture_folds, checks.parse_options(a.option), london=a.london)
+    if textures is not None:
         label += f" (expression texture learned on the other of {a.texture_folds} identity folds)"
     judge = ExpressionJudge()
     analyzer = Analyzer(backend="dlib", embed=False, track=False)

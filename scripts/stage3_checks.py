@@ -165,10 +165,10 @@ def cmd_reenact(args) -> int:
 def fold_textures(generator, identities, args, opts: dict | None = None) -> dict | None:
     """Per identity an expression texture learned on the other folds' London pairs, for a generator
     that draws one (mesh) and was given none (``--texture-folds`` 0: its own)."""
-    if not args.texture_folds or not hasattr(generator, "texture") or "texture" in (opts or {}):
-        return None
-    print(f"expression texture: learned on the other of {args.texture_folds} identity folds per identity", flush=True)
-    return checks.texture_folds(identities, checks.landmarks_cache(), folds=args.texture_folds)
+    textures = checks.fold_textures(generator, identities, args.texture_folds, opts)
+    if textures is not None:
+        print(f"expression texture: learned on the other of {args.texture_folds} identity folds per identity", flush=True)
+    return textures
 
 
 def cmd_identity(args) -> None:

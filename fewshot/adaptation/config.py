@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from generators.grid import GRID_STRATEGIES
-from generators.motion import SHIPPED_MOTION
+from generators.mesh import TEXTURE_NAMES
+from generators.motion import MOTION_NAMES
 from generators.render import generator_options
 
 from ..errors import ConfigError, InputError
@@ -156,7 +157,7 @@ class AdaptConfig:
                 raise ConfigError(message)
         for name in ("appearance", "motion", "refiner", "texture"):
             path = getattr(self.synthesis, name)
-            named = (name == "texture" and path in ("none", "london")) or (name == "motion" and path in (*SHIPPED_MOTION, "facs"))
+            named = path in {"texture": TEXTURE_NAMES, "motion": MOTION_NAMES}.get(name, ())
             if path is not None and not named and not Path(path).is_file():
                 raise InputError(f"{path}: no such {name} file (--{name})")
         return self
