@@ -48,8 +48,7 @@ def score_frames(result: AnalysisResult, weights: dict[str, float] | None = None
     base = np.percentile(resid, 10)
     neutral = np.exp(-np.maximum(resid - base, 0) / 0.04)
     conf = np.array([f.confidence for f in faces])
-    score = w["confidence"] * conf + w["sharpness"] * sharp_term + w["frontal"] * frontal + w["neutral"] * neutral
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "frame": [f.frame for f in faces],
             "face_id": 0,
@@ -58,9 +57,17 @@ def score_frames(result: AnalysisResult, weights: dict[str, float] | None = None
             "frontal": frontal,
             "neutral": neutral,
             "residual": resid,
-            "score": score,
         }
     )
+    table["score"] = weighted_score(table, w)
+    return table
+
+
+def weighted_score(table: pd.DataFrame, weights: dict[str, float] | None = None) -> np.ndarray:
+    """The weighted sum of a :func:`score_frames` table's four terms (e.g. after a caller replaced the
+    ``neutral`` term with a better measure of expression)."""
+    w = {**DEFAULT_WEIGHTS, **(weights or {})}
+    return sum(w[t] * table[t].to_numpy(float) for t in ("confidence", "sharpness", "frontal", "neutral"))
 
 
 def check_k(k: int, source: str = "", option: str = "-k") -> None:
@@ -76,6 +83,13 @@ def select_frames(result: AnalysisResult, k: int = 5, min_gap: int | None = None
     scores = score_frames(result, weights)
     if min_gap is None:
         min_gap = int(round(0.5 * result.fps)) if result.fps > 0 else 0
+    return pick_frames(scores, k, min_gap)
+
+
+def pick_frames(scores: pd.DataFrame, k: int, min_gap: int = 0) -> pd.DataFrame:
+    """The k rows of a scored table with the best ``score``, best first, pairwise at least ``min_gap``
+    frames apart."""
+    scores = scores.reset_index(drop=True)
     chosen: list[int] = []
     order = scores.sort_values("score", ascending=False, kind="stable")
     for i, fr in zip(order.index, order.frame):
@@ -93,4 +107,4 @@ def reference_faces(result: AnalysisResult, k: int = 1):
     return [by_frame[fr] for fr in best.frame]
 
 
-__all__ = ["check_k", "score_frames", "select_frames", "reference_faces", "expression_residual", "estimate_pose"]
+__all__ = ["check_k", "score_frames", "select_frames", "pick_frames", "weighted_score", "reference_faces", "expression_residual", "estimate_pose"]

@@ -34,7 +34,7 @@ from fewshot.errors import ConfigError, InputError
 from fewshot.landmarks import JAW, N_POINTS, interocular
 from fewshot.pose import HeadPose, camera_matrix, estimate_pose, project
 
-from .aus import AU_CODES, intensity_level
+from .aus import AU_CODES, INTENSITY_LEVELS, intensity_level
 from .motion import MotionModel, default_motion_model
 
 MODEL_PATH = Path(__file__).with_name("data") / "ict_face.npz"
@@ -196,6 +196,30 @@ class FaceModel:
                 i = self.expression_names.index(name)
                 w[i] = max(w[i], factor * level)
         return w
+
+    def aus_of_weights(self, weights: np.ndarray, aus: Sequence[str] | None = None) -> dict[str, float]:
+        """FACS intensities (0..5) that (E,) expression ``weights`` amount to, the inverse of
+        :meth:`expression_weights_for_aus` per AU: the mean over the AU's shapes of weight / factor
+        (both sides of a bilateral AU), through the inverse of
+        :func:`generators.aus.intensity_level`. ``aus``: the codes to report (default every AU with
+        shapes). A fitted expression codes with detector noise and with whatever of a face's own shape
+        the identity basis leaves to the shapes: compare with a neutral population
+        (:mod:`generators.neutral`), not with 0."""
+        w = np.asarray(weights, float)
+        out = {}
+        for au in (self.au_shapes if aus is None else [self.au_code(a) for a in aus]):
+            level = np.mean([w[self.expression_names.index(n)] / f for n, f in self.au_shapes[au]])
+            out[au] = float(np.interp(min(max(level, 0.0), 1.0), INTENSITY_LEVELS, np.arange(len(INTENSITY_LEVELS))))
+        return out
+
+    def without_aus(self, weights: np.ndarray, aus) -> np.ndarray:
+        """A copy of (E,) expression ``weights`` with every shape of ``aus`` (codes) at 0: a fitted
+        expression with those AUs taken out (e.g. the smile of a source photo that is not neutral)."""
+        out = np.array(weights, float)
+        for au in aus:
+            for name, _ in self.au_shapes[self.au_code(au)]:
+                out[self.expression_names.index(name)] = 0.0
+        return out
 
     def au_code(self, au) -> str:
         """Normalise an AU name to the model's codes ('12' -> 'AU12', 'au30l' -> 'AU30L')."""
@@ -500,3 +524,21 @@ def fit_views(
                               for v in others]
     identity = np.mean(ids, axis=0)
     return fit_landmarks(reference.landmarks, reference.image_size, model, pose=first.pose, focal=focal, identity=identity)
+
+
+IDENTITY_VIEWS = 8  # a clip's profile fits the face model's identity on at most this many of its other faces
+
+
+def fit_profile_views(profile, model: FaceModel | None = None) -> LandmarkFit:
+    """The face model fitted to a profile (``.image``, ``.landmarks`` (68, 2) px, ``.pose``, ``.camera``,
+    optional ``.views``): :func:`fit_views` of its reference face and up to :data:`IDENTITY_VIEWS` of its
+    other views, evenly spread over a clip. The one fit the mesh generator renders from and
+    :func:`generators.neutral.neutralize_profile` takes the expression out of."""
+    model = load_face_model() if model is None else model
+    image = np.asarray(profile.image)
+    size = (image.shape[1], image.shape[0])
+    views = tuple(getattr(profile, "views", ()) or ())
+    if len(views) > IDENTITY_VIEWS:
+        views = tuple(views[int(i)] for i in np.linspace(0, len(views) - 1, IDENTITY_VIEWS).round())
+    K = np.asarray(profile.camera, float)
+    return fit_views(FaceView(np.asarray(profile.landmarks, float), size, profile.pose), views, model, focal=float(K[0, 0]))

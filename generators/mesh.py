@@ -185,7 +185,8 @@ class MeshRenderer(WarpRenderer):
     """The warp's renderer with the mesh's dense map correction and shading (module doc)."""
 
     def __init__(self, src: PreparedSource, face: FaceShading, name: str = "mesh", relight: bool = True,
-                 model_mouth: bool = True, texture: ExpressionTexture | None = None) -> None:
+                 model_mouth: bool = True, texture: ExpressionTexture | None = None,
+                 source_aus: dict[str, float] | None = None) -> None:
         super().__init__(src, MeshSkin(source="ict-mesh"), name)
         self.face = face
         self.relight = relight
@@ -195,13 +196,21 @@ class MeshRenderer(WarpRenderer):
         self.interior = fit_mouth_interior(face, src.colours) if model_mouth else None
         self.texture = texture
         self._learned_on: dict[str, float] = {}
+        # a neutralized profile's photo carries the AUs it took out: their learned skin comes off first
+        self._source_aus = dict(source_aus or {})
+        self._source_gain = None if texture is None else texture.gain(self._source_aus)
 
     def skin_gain(self, aus, sem, seed):
-        return None if self.texture is None else self.texture.gain(aus)
+        if self.texture is None:
+            return None
+        gain = self.texture.gain(aus)
+        if self._source_gain is None:
+            return gain
+        return -self._source_gain if gain is None else gain - self._source_gain
 
     def adjust_maps(self, mx, my, landmarks, pose_deg, aus, M):
         learned = self.texture.fields if self.texture is not None else {}
-        self._learned_on = {au: v for au, v in aus.items() if au in learned and v > 0}
+        self._learned_on = {au: float(aus.get(au, 0.0)) for au in learned if aus.get(au, 0.0) > 0 or au in self._source_aus}
         # the ratio's reference carries the learned AUs' shapes: their light and shadow are the
         # texture's (learned from real faces), the ratio draws only the other AUs'
         g = self.face.row_geometry(aus, pose_deg, np.asarray(M, float), np.asarray(landmarks, float), reference_aus=self._learned_on)
@@ -247,7 +256,7 @@ class MeshWarp(WarpGenerator):
 
     def new_renderer(self, profile: Any, src: PreparedSource) -> WarpRenderer:
         return MeshRenderer(src, self.owner.face(profile), self.name, self.owner.relight, self.owner.mouth == "model",
-                            self.owner.texture)
+                            self.owner.texture, getattr(profile, "source_expression", None))
 
 
 @GENERATORS.register("mesh", "the person's dense ICT-FaceKit mesh (9.4k vertices) moves the skin over the warp's "

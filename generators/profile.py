@@ -41,6 +41,10 @@ class PersonProfile:
     embedding: identity descriptor of the source face (None if not computed).
     views: the other faces of a clip or folder the profile was fitted on (their landmarks, image sizes
         and poses: :class:`generators.facemodel.FaceView`), for a face model fitted on every view.
+    source_expression: FACS intensities {AU: 0..5} of the expression ``image`` shows that were taken out
+        of ``shape3d`` (:func:`generators.neutral.neutralize_profile`: a source that is not neutral);
+        empty when the source is taken as neutral. Generators that read it render a row's AUs as
+        absolute (the mesh takes the source's shapes and learned skin of these AUs off first).
     """
 
     image: np.ndarray
@@ -52,6 +56,7 @@ class PersonProfile:
     source: str = ""
     motion: MotionModel = field(default_factory=default_motion_model, compare=False, repr=False)
     views: tuple = field(default=(), compare=False, repr=False)
+    source_expression: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def iod_mm(self) -> float:
@@ -151,6 +156,7 @@ def fit_profile(
     motion: MotionModel | None = None,
     focal: float | None = None,
     image: np.ndarray | None = None,
+    reference: int | None = None,
 ) -> PersonProfile:
     """Fit a :class:`PersonProfile` from a photo path, a uint8 RGB array, an ``AnalysisResult`` or a
     list of ``Face`` objects. ``image``: the uint8 RGB pixels of the reference (most frontal) face's
@@ -158,7 +164,8 @@ def fit_profile(
 
     With several faces (a clip or a folder), their de-posed shapes are averaged (after scaling each to
     the mean inter-ocular distance); ``image``, ``landmarks`` and ``pose`` are those of the most frontal
-    face, so ``landmarks_for`` at that pose reprojects the *averaged* shape, not the detected points.
+    face (or of ``faces[reference]``), so ``landmarks_for`` at that pose reprojects the *averaged*
+    shape, not the detected points.
     """
     name = ""
     if isinstance(source, (str, os.PathLike)):
@@ -184,7 +191,7 @@ def fit_profile(
     faces = [f for f in faces if f.face_id == 0]
     if not faces:
         raise NoFaceError(f"{name or 'input'}: no face to build a profile from; use a well-lit, roughly frontal photo")
-    ref = min(faces, key=lambda f: float(np.abs(f.pose.rotation[:2]).sum()))
+    ref = faces[reference] if reference is not None else min(faces, key=lambda f: float(np.abs(f.pose.rotation[:2]).sum()))
     K = camera_matrix(*ref.image_size, focal)
     shapes = [deposed_shape(f.landmarks, f.pose, camera_matrix(*f.image_size, focal)) for f in faces]
     if len(shapes) == 1:

@@ -70,14 +70,13 @@ from fewshot.landmarks import (INNER_LIPS, LEFT_BROW, LEFT_EYE, OUTER_LIPS, RIGH
 from fewshot.pose import camera_to_pixels
 
 from .appearance import AppearanceModel
-from .facemodel import FaceModel, FaceView, fit_views, load_face_model
+from .facemodel import IDENTITY_VIEWS, FaceModel, fit_profile_views, load_face_model  # noqa: F401  (IDENTITY_VIEWS: its old home)
 from .grid import Grid, as_grid
 from .render import GENERATORS, GeneratedBatch, Generator, WarpGenerator
 from .warp import rotation_of
 
 GAMMA = 2.2  # sRGB as a power law: linear light = (value / 255) ** GAMMA
 RATIO_RANGE = (0.6, 1.4)  # a fold or bulge under one light: a shadow to 60%, a highlight to 140%
-IDENTITY_VIEWS = 8  # a clip's profile fits the face model's identity on at most this many of its other faces
 FEATHER_MM = 8.0  # the ratio fades to 1 over this distance (mm, on the mesh) from the mesh border
 CELLS_PER_IOD = 24  # splat cell: 1/24 of the inter-ocular distance (~2.6 mm; the mesh's edges are ~2.8 mm)
 FILL_SIGMA_CELLS = 1.0  # normalized-convolution Gaussian (cells)
@@ -326,7 +325,8 @@ class FaceShading:
     (linear luminance), added to both shadings of a ratio; fit_error_px: mean landmark reprojection error;
     light_samples: vertices the light was fitted on; source_px: (V, 2) where each vertex lies in the
     source photo (px; the fitted mesh at the photo's pose, put on the detected landmarks as rows are on
-    the rendered ones); source_visible: (V,) whether the photo shows it (facing, nearest in a z-buffer).
+    the rendered ones); source_visible: (V,) whether the photo shows it (facing, nearest in a z-buffer);
+    neutral_expression: (E,) where rows start from when the profile was neutralized (None: the source's).
     """
 
     model: FaceModel
@@ -348,14 +348,18 @@ class FaceShading:
     source_px: np.ndarray | None = None
     source_visible: np.ndarray | None = None
     identity: np.ndarray | None = None
+    neutral_expression: np.ndarray | None = None
 
     def expression_weights(self, aus: dict[str, float]) -> np.ndarray:
         """(E,) the source's expression plus the row's AUs (FACS 0..5), each shape within 0..1.
         The shapes are :attr:`FaceModel.au_shapes` (the README's table plus
-        :data:`generators.facemodel.EXTRA_AUS`); AUs without shapes are ignored."""
+        :data:`generators.facemodel.EXTRA_AUS`); AUs without shapes are ignored. A neutralized profile's
+        rows start from :attr:`neutral_expression` (the source's expression without the AUs the profile
+        took out, :func:`generators.neutral.neutralize_profile`), so a row's AUs are absolute."""
         model = self.model
         w = model.expression_weights_for_aus({au: v for au, v in aus.items() if au in model.au_shapes})
-        return np.clip(self.base_expression + w, 0.0, 1.0)
+        start = self.base_expression if self.neutral_expression is None else self.neutral_expression
+        return np.clip(start + w, 0.0, 1.0)
 
     @cached_property
     def _per_row(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any, np.ndarray]:
@@ -388,12 +392,20 @@ class FaceShading:
         landmarks there. Vertices are projected through the profile's camera, mapped by ``to_crop`` and put
         on the rendered landmarks (a similarity of their 68 landmark vertices plus the landmark residuals
         interpolated with :attr:`residual_weights`). ``reference_aus``: AUs whose shading the ratio's
-        reference carries too (``neutral_normals`` of the source's expression plus these; e.g. AUs
-        whose skin change is drawn otherwise), default none."""
+        reference carries too (``neutral_normals``: the source's expression with these AUs' shapes at
+        the row's weights; e.g. AUs whose skin change is drawn otherwise, so the ratio leaves them out),
+        default none (the keys matter, not the values)."""
         weights = self._per_row[5]
-        dw = self.expression_weights(aus) - self.base_expression
+        target = self.expression_weights(aus)
+        dw = target - self.base_expression
         vt, nt, changed = self._deformed(dw)  # (3, V) rows: x, y, z
-        n_ref = self._deformed(self.expression_weights(reference_aus) - self.base_expression)[1] if reference_aus else self._per_row[1]
+        n_ref = self._per_row[1]
+        if reference_aus:  # the source's expression with the reference AUs' shapes as the row has them
+            model = self.model
+            ref = self.base_expression.copy()
+            shapes = [model.expression_names.index(n) for au in reference_aus if au in model.au_shapes for n, _ in model.au_shapes[au]]
+            ref[shapes] = target[shapes]
+            n_ref = self._deformed(ref - self.base_expression)[1]
         R = rotation_of(*pose_deg) @ self.to_profile
         cam = R @ vt + self.translation[:, None]
         n_e = R @ nt
@@ -578,17 +590,15 @@ def _border_distance(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 def fit_face_shading(profile: Any, model: FaceModel | None = None) -> FaceShading:
     """The lit face model of a profile (``.image`` uint8 RGB, ``.landmarks`` (68, 2) px, ``.pose``,
     ``.camera``, optional ``.views``): ICT fit (the identity averaged over the reference and up to
-    :data:`IDENTITY_VIEWS` of the profile's other views, :func:`generators.facemodel.fit_views`), light
+    :data:`IDENTITY_VIEWS` of the profile's other views, :func:`generators.facemodel.fit_profile_views`), light
     fit, feathering and residual weights (module doc)."""
     model = load_face_model() if model is None else model
     image = np.asarray(profile.image)
     lm = np.asarray(profile.landmarks, float)
     size = (image.shape[1], image.shape[0])
     K = np.asarray(profile.camera, float)
-    views = tuple(getattr(profile, "views", ()) or ())
-    if len(views) > IDENTITY_VIEWS:  # evenly spread over the clip
-        views = tuple(views[int(i)] for i in np.linspace(0, len(views) - 1, IDENTITY_VIEWS).round())
-    fit = fit_views(FaceView(lm, size, profile.pose), views, model, focal=float(K[0, 0]))
+    fit = fit_profile_views(profile, model)
+    taken_out = tuple(getattr(profile, "source_expression", None) or ())
     face = model.parts["face"]
     tri = np.ascontiguousarray(model.triangles[face.triangles])
     vertices = model.shape(fit.identity, fit.expression)[face.vertices].astype(np.float64)
@@ -629,6 +639,7 @@ def fit_face_shading(profile: Any, model: FaceModel | None = None) -> FaceShadin
         landmark_index=np.asarray(model.landmark_index), residual_weights=weights,
         unexplained=unexplained, fit_error_px=fit.mean_error_px, light_samples=len(vis),
         source_px=src_px + weights @ (lm - lm_px), source_visible=source_visible, identity=np.asarray(fit.identity, float),
+        neutral_expression=model.without_aus(fit.expression, taken_out) if taken_out else None,
     )
 
 

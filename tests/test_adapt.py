@@ -366,7 +366,7 @@ def test_adapt_is_quiet_and_leaves_nothing_in_temp_when_killed(tiny_base, tmp_pa
     p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "adapt", *fast, "--epochs", "1", "--strategy", "replay", "--out", str(tmp_path / "a")],
                        capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 0, p.stderr
-    noise = [ln for ln in p.stderr.splitlines() if "epoch" not in ln and "example photo" not in ln]
+    noise = [ln for ln in p.stderr.splitlines() if "epoch" not in ln and "example photo" not in ln and not ln.startswith("references: ")]
     assert noise == [], noise
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "adapt", *fast, "--epochs", "50", "--strategy", "si", "--out", str(tmp_path / "b")],
                             stderr=subprocess.PIPE, text=True, env=env)

@@ -74,6 +74,9 @@ class LoopConfig:
     holdout: float = _opt(0.2, "Share of synthetic rows kept out of training for the person's metrics.")
     consolidate_epochs: int = _opt(1, "Epochs of base-data consolidation before the person (ewc, si).")
     threads: int = _opt(2, "torch CPU threads (fixed, so results repeat bit for bit).")
+    real_weight: float = _opt(1.0, "Weight of the real-frame loss: the person's own unlabeled frames (a clip's, or copies of the photo) "
+                                   "pulled toward the base model's outputs where it is confident (0 = off).")
+    real_confidence: float = _opt(0.9, "Base-model probability (or 1 - it) from which its output on a real frame is a target.")
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,8 @@ class AdaptConfig:
             (self.loop.batch_size >= 2, f"--batch-size must be at least 2, not {self.loop.batch_size}"),
             (0.0 < self.loop.holdout < 0.9, f"--holdout must be in (0, 0.9), not {self.loop.holdout}"),
             (self.loop.threads >= 1, f"--threads must be at least 1, not {self.loop.threads}"),
+            (self.loop.real_weight >= 0, f"--real-weight must be >= 0, not {self.loop.real_weight}"),
+            (0.5 < self.loop.real_confidence < 1.0, f"--real-confidence must be in (0.5, 1), not {self.loop.real_confidence}"),
             (self.analysis.reference_frames >= 1, f"--reference-frames must be at least 1, not {self.analysis.reference_frames}"),
         ]
         for ok, message in checks:

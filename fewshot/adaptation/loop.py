@@ -178,6 +178,37 @@ def make_bce_lwf_plugin(teacher: nn.Module, alpha: float, temperature: float, n_
     return BCELwFPlugin()
 
 
+def make_real_frames_plugin(real: TensorSet, weight: float, n_occ: int, batch_size: int, seed: int):
+    """The real-frame plugin every training strategy gets (:func:`train_streams`; half the training
+    batch size): each training iteration also draws ``batch_size`` of the person's own unlabeled real frames and adds ``weight`` x
+    the binary cross-entropy of the model's occurrence logits against ``real``'s targets (the base
+    model's probabilities where it was confident, NaN elsewhere, masked). The strategies stay the
+    rigidity/plasticity knob on the synthetic data; this keeps what the base model was sure of on the
+    person's real face. The real batch goes through the model in training mode, so normalisation
+    statistics see real frames beside the synthetic ones."""
+    from avalanche.training.plugins import SupervisedPlugin
+
+    targets = real.y[:, :n_occ]
+    usable = torch.nonzero(~torch.isnan(targets).all(1)).flatten()
+
+    class RealFramesPlugin(SupervisedPlugin):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = torch.Generator().manual_seed(int(seed) + 104729)
+
+        def before_backward(self, strategy, **kwargs):
+            if weight <= 0 or not len(usable):
+                return
+            idx = usable[torch.randint(len(usable), (min(batch_size, len(usable)),), generator=self.rng)]
+            y = targets[idx]
+            known = ~torch.isnan(y)
+            logits = strategy.model(real.x[idx])[:, :n_occ]
+            loss = nn.functional.binary_cross_entropy_with_logits(logits[known], y[known])
+            strategy.loss = strategy.loss + weight * loss
+
+    return RealFramesPlugin()
+
+
 AVALANCHE_MODULES = (
     "avalanche.benchmarks.utils", "avalanche.benchmarks.scenarios.dataset_scenario", "avalanche.training.plugins",
     "avalanche.training.plugins.evaluation", "avalanche.training.storage_policy", "avalanche.training.templates",
@@ -254,6 +285,8 @@ def train_streams(strategy: "Strategy", run: "AdaptRun") -> pd.DataFrame:
     base_av = run.base.avalanche() if run.base is not None and len(run.base) else None
     ctx = PluginContext(model=wrapped, base_dataset=base_av, n_occ=n_occ, batch_size=loop.batch_size)
     plugins = strategy.plugins(plasticity, ctx) + [curve_plugin]
+    if run.real is not None and len(run.real) and loop.real_weight > 0:
+        plugins.append(make_real_frames_plugin(run.real, loop.real_weight, n_occ, max(2, loop.batch_size // 2), run.seed))
     pos_weight = torch.from_numpy(positive_weights(run.person.y[:, :n_occ].numpy()))
     criterion = AULoss(n_occ, n_int, pos_weight)
     params = [p for p in wrapped.parameters() if p.requires_grad]

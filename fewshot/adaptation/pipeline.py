@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,6 +67,7 @@ class AdaptReport:
     after: dict
     calibration: dict | None = None
     stages: list[dict] = field(default_factory=list)
+    references: dict = field(default_factory=dict)  # frames, expression scores, near_neutral, what was neutralized
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
@@ -125,9 +127,10 @@ def adapt(model, meta: dict, person: PersonSet, config: AdaptConfig, eval_sets: 
     """Stage 5 proper: the configured strategy adapts ``model`` in place on ``person``."""
     strategy = STRATEGIES.create(config.strategy.name)
     replay = buffer_set(model, meta.get("replay"))
-    crops, lm = person.references.aligned(model)
+    crops, lm = person.neutral_reference(model)
     run = AdaptRun(model=model, person=person.train, reference_crops=crops, reference_landmarks=lm, base=replay,
-                   eval_sets=eval_sets, plasticity=config.strategy.plasticity, loop=config.loop, seed=config.seed, progress=progress)
+                   eval_sets=eval_sets, plasticity=config.strategy.plasticity, loop=config.loop, seed=config.seed, progress=progress,
+                   real=person.real.train if person.real is not None else None)
     seed_everything(config.seed)
     outcome = strategy.adapt(run)
     model.eval()
@@ -180,6 +183,9 @@ def adapt_person(
     refs = references if isinstance(references, References) else analyse_references(references, config.analysis)
     stages.mark("analyse")
     person = build_person_set(refs, model, meta, config, base_path, mark=stages.mark)
+    ref_summary = {**refs.summary(), "neutralized": dict(person.neutralized)}
+    if progress:
+        print(references_line(ref_summary), file=sys.stderr)
     eval_sets, val_source = eval_sets_for(model, meta, person, eval_data)
     before = evaluate(model, eval_sets, list(model.aus))
     outcome = adapt(model, meta, person, config, eval_sets, progress)
@@ -192,6 +198,7 @@ def adapt_person(
         strategy={"name": strategy.name, "parameter": strategy.parameter, "value": strategy.knob(config.strategy.plasticity)},
         reference_frames=refs.frame_numbers, synthetic=person.summary, plasticity={}, rigidity={"source": val_source},
         before=before, after=after, calibration=outcome.details.get("calibration"), stages=stages.rows,
+        references=ref_summary,
     )
     for name, block in (("person_holdout", report.plasticity), ("person_real", report.plasticity)):
         if name in before:
@@ -200,11 +207,28 @@ def adapt_person(
         b, a = before["base_validation"]["macro_f1"], after["base_validation"]["macro_f1"]
         report.rigidity.update(base_macro_f1_before=b, base_macro_f1_after=a, drop=b - a)
     adapted_meta = {k: v for k, v in meta.items() if k not in ("replay", "validation", "model", "preprocessing")}
-    adapted_meta["adaptation"] = {k: getattr(report, k) for k in ("source", "base_model", "config", "strategy", "reference_frames", "plasticity", "rigidity", "calibration")}
+    adapted_meta["adaptation"] = {k: getattr(report, k) for k in ("source", "base_model", "config", "strategy", "reference_frames", "references",
+                                                                   "plasticity", "rigidity", "calibration")}
     result = AdaptResult(model, adapted_meta, report, outcome.curves, person=person)
     if out_dir is not None:
         write_outputs(result, out_dir, replay=meta.get("replay"), overwrite=overwrite, stages=stages)
     return result
+
+
+def references_line(summary: dict) -> str:
+    """One line on how neutral the references were (printed to stderr, the report holds the figures)."""
+    frames = ", ".join(str(f) for f in summary.get("frames", []))
+    if summary.get("near_neutral") is None:
+        return f"references: frame(s) {frames} (expression not measured)"
+    scores = ", ".join(f"{v:.1f}" for v in summary["expression_score"])
+    head = f"references: frame(s) {frames}, expression score {scores} (near neutral <= {summary['threshold']:.2f})"
+    taken = summary.get("neutralized") or {}
+    if taken:
+        return (head + "; no reference is near neutral: the profile was neutralized (took out "
+                + ", ".join(f"{a} {v:.1f}" for a, v in taken.items()) + ") and calibrates on its rendered neutral face")
+    if not summary["near_neutral"]:
+        return head + "; no reference is near neutral, and nothing the face model can take out was found"
+    return head
 
 
 def write_outputs(result: AdaptResult, out_dir: str | os.PathLike, replay: dict | None = None, overwrite: bool = False,

@@ -41,6 +41,7 @@ class AdaptRun:
     loop: "LoopConfig"
     seed: int
     progress: bool = False
+    real: "TensorSet | None" = None  # the person's unlabeled real frames, targets = confident base outputs (NaN elsewhere)
 
 
 @dataclass
