@@ -34,8 +34,12 @@ Protocol of the ``per_identity`` cell kind:
 
 Result columns (one row per AU of the data set's protocol that the model predicts): the cell's config
 (cell_id, dataset, fold, subject, k, generator, strategy, plasticity, seed), ``au``, on the subject:
-``n, n_pos, f1, auc, tp, fp, fn, tn`` (adapted) and ``f1_base, auc_base, tp_base...`` (generic); on the
-other subjects the same with ``_other`` (``f1_other``, ``f1_other_base``...); ``references`` (the
+``n, n_pos, f1, auc, tp, fp, fn, tn, mean_p_pos, mean_p_neg, brier`` (adapted; :func:`confusion`) and
+``f1_base, auc_base, tp_base, mean_p_pos_base, brier_base...`` (generic); on the other subjects the same
+with ``_other`` (``f1_other``, ``f1_other_base``...); per cell (the same on each of its rows) the
+expression head on the subject's frames with a labelled expression: ``expr_n``, ``expr_acc``,
+``expr_happy_on_happy``, ``expr_happy_on_other`` and their ``_base`` (:func:`expression_scores`;
+NaN where the data set labels no expression); ``references`` (the
 chosen frames as 'sequence:frame'), ``n_references``, ``rendered_by`` (the generator that rendered the
 person's set, 'none' without synthesis), ``synthetic_rows`` and ``synthetic_sha1`` (of the rendered
 images: tells two cells' synthetic sets apart), timings ``seconds_adapt``, ``seconds_total``,
@@ -156,19 +160,33 @@ def choose_references(index: pd.DataFrame, rows: np.ndarray, residual: np.ndarra
 
 
 # -- model helpers ---------------------------------------------------------------------------------
-def model_logits(model, crops: np.ndarray, landmarks: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Occurrence logits (N, n_model_aus) of an AU model on aligned uint8 RGB crops."""
+def model_outputs(model, crops: np.ndarray, landmarks: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(occurrence logits (N, n_model_aus), expression logits (N, n_expressions)) of an AU model on
+    aligned uint8 RGB crops; a model without an expression head gives (N, 0)."""
     model.eval()
     needs_lm = bool(getattr(model, "needs_landmarks", False))
-    outs = []
+    n_expr = len(getattr(model, "expressions", []))
+    occ, expr = [], []
     with torch.no_grad():
         for s in range(0, len(crops), batch_size):
             x = to_tensor(crops[s : s + batch_size])
             lm = torch.from_numpy(np.asarray(landmarks[s : s + batch_size], np.float32)) if needs_lm else None
             o = model(x, lm) if needs_lm else model(x)
-            o = o["occ_logits"] if isinstance(o, dict) else o[:, : len(model.aus)]
-            outs.append(o.float().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, len(model.aus)), np.float32)
+            if isinstance(o, dict):
+                occ.append(o["occ_logits"].float().numpy())
+                e = o.get("expr_logits")
+                expr.append(e.float().numpy() if e is not None else np.zeros((len(x), 0), np.float32))
+            else:
+                occ.append(o[:, : len(model.aus)].float().numpy())
+                expr.append(np.zeros((len(x), 0), np.float32))
+    if not occ:
+        return np.zeros((0, len(model.aus)), np.float32), np.zeros((0, n_expr), np.float32)
+    return np.concatenate(occ), np.concatenate(expr)
+
+
+def model_logits(model, crops: np.ndarray, landmarks: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Occurrence logits (N, n_model_aus) of an AU model on aligned uint8 RGB crops."""
+    return model_outputs(model, crops, landmarks, batch_size)[0]
 
 
 def _labels_for_model(model, aus: list[str], intensity_aus: list[str], occ: np.ndarray, inten: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,15 +201,47 @@ def _labels_for_model(model, aus: list[str], intensity_aus: list[str], occ: np.n
     return o, i
 
 
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
 def confusion(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
-    """tp, fp, fn, tn, n, n_pos, f1, auc of one AU over known labels (y >= 0)."""
+    """Scores of one AU over its known labels (y >= 0; prob = P(present) in [0, 1]): the counts ``n``,
+    ``n_pos``, ``tp, fp, fn, tn`` at ``threshold``, ``f1``, ``auc``; ``mean_p_pos`` / ``mean_p_neg``,
+    the mean P over the positive / negative frames (the sensitivity of the scores, and their false
+    alarm level: NaN without such a frame); ``brier``, the mean squared error of P against the 0/1
+    labels (calibration: 0 perfect, 0.25 = always 0.5; NaN without a known label)."""
     known = y >= 0
     t, p = y[known] == 1, prob[known] >= threshold
+    pk = np.asarray(prob, np.float64)[known]
     return {
         "n": int(known.sum()), "n_pos": int(t.sum()),
         "tp": int((t & p).sum()), "fp": int((~t & p).sum()), "fn": int((t & ~p).sum()), "tn": int((~t & ~p).sum()),
         "f1": f1_score(y, (prob >= threshold).astype(int)), "auc": roc_auc(y, prob),
+        "mean_p_pos": _mean(pk[t]), "mean_p_neg": _mean(pk[~t]), "brier": _mean((pk - t) ** 2),
     }  # fmt: skip
+
+
+def expression_scores(labels: np.ndarray, label_names: list[str], prob: np.ndarray, model_names: list[str]) -> dict[str, float]:
+    """What the expression head says on frames with a known expression (``labels`` (N,) indexes into
+    ``label_names``, -1 unknown; ``prob`` (N, n_classes) over ``model_names``): ``expr_n`` (frames with
+    a known label), ``expr_acc`` (share it names right), ``expr_happy_on_happy`` (share of the
+    happy-labelled frames it calls happy) and ``expr_happy_on_other`` (share of the frames labelled with
+    another expression it calls happy: a clip's crying frames, the London neutral photos). NaN where
+    no such frame exists or the head has no 'happy' class."""
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    known = labels >= 0
+    out = {"expr_n": int(known.sum()), "expr_acc": float("nan"), "expr_happy_on_happy": float("nan"), "expr_happy_on_other": float("nan")}
+    if not known.any() or prob.shape[1] == 0:
+        return out
+    named = np.asarray([label_names[i] for i in labels[known]], object)
+    called = np.asarray(model_names, object)[np.argmax(prob[known], axis=1)]
+    out["expr_acc"] = float(np.mean(called == named))
+    if "happy" in model_names:
+        happy = named == "happy"
+        out["expr_happy_on_happy"] = _mean((called[happy] == "happy").astype(float))
+        out["expr_happy_on_other"] = _mean((called[~happy] == "happy").astype(float))
+    return out
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -277,18 +327,28 @@ def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
     adapt(model, meta, person, config, eval_sets={})
     seconds_adapt = time.perf_counter() - t_adapt
 
-    def probs(m, rows_: np.ndarray) -> np.ndarray:
+    def probs(m, rows_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(P(AU present) (n, n_model_aus), expression softmax (n, n_expressions)) on the rows."""
         sub = data.subset(rows_)
-        return _sigmoid(model_logits(m, sub.take_images(np.arange(len(rows_))), sub.landmarks))
+        occ, expr = model_outputs(m, sub.take_images(np.arange(len(rows_))), sub.landmarks)
+        if expr.shape[1]:
+            expr = np.exp(expr - expr.max(axis=1, keepdims=True))
+            expr /= expr.sum(axis=1, keepdims=True)
+        return _sigmoid(occ), expr
 
     label_cols = [data.aus.index(a) for a in aus]
     out_rows = []
     evals = {}
+    expr_cols: dict[str, float] = {}
     for tag, rr in (("", self_rows), ("_other", other_rows)):
         y = data.occ[rr][:, label_cols] if len(rr) else np.zeros((0, len(aus)), np.int8)
-        pb = probs(base, rr) if len(rr) else np.zeros((0, len(base.aus)))
-        pa = probs(model, rr) if len(rr) else np.zeros((0, len(base.aus)))
+        (pb, eb) = probs(base, rr) if len(rr) else (np.zeros((0, len(base.aus))), np.zeros((0, 0)))
+        (pa, ea) = probs(model, rr) if len(rr) else (np.zeros((0, len(base.aus))), np.zeros((0, 0)))
         evals[tag] = (y, pb, pa)
+        if tag == "":  # the expression head on the person's frames whose expression is labelled
+            names = list(getattr(base, "expressions", []))
+            expr_cols = expression_scores(data.expr[rr], list(data.expressions), ea, names)
+            expr_cols.update({f"{k}_base": v for k, v in expression_scores(data.expr[rr], list(data.expressions), eb, names).items() if k != "expr_n"})
     thr = float(protocol["threshold"])
     seq, fr = index["sequence"].astype(str).to_numpy(), index["frame"].to_numpy()
     ref_names = ";".join(f"{seq[r]}:{fr[r]}" for r in refs)
@@ -312,6 +372,8 @@ def per_identity_cell(cell: dict, ctx: dict) -> pd.DataFrame:
     for i, (c, val) in enumerate(config_cols.items()):
         df.insert(i, c, val)
     df.insert(0, "cell_id", cell_id(cell))
+    for name, val in expr_cols.items():
+        df[name] = val
     df["references"] = ref_names
     df["rendered_by"] = person.generator  # what really rendered the person's set ('none': no synthesis)
     df["synthetic_rows"] = 0 if person.images is None else len(person.images)

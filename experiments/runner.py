@@ -13,7 +13,8 @@ Config (YAML; every key but ``datasets`` optional)::
       - name: bp4d                 # experiments.datasets name
         root: /data/BP4D
         options: {}                # load_dataset options
-        folds: [1, 2, 3]           # standard subject-exclusive folds (other data sets: seeded 3-way)
+        folds: [1, 2, 3]           # standard subject-exclusive folds (other data sets: seeded 3-way);
+                                   # [0] = no fold: every subject is a test subject (needs base.checkpoint)
         subjects: test             # 'test' = every test subject of each fold, or a list
     k: [1, 5]                      # reference frames per subject
     generators: [warp]             # 'none' = no synthesis (strategies run on the real references)
@@ -21,11 +22,15 @@ Config (YAML; every key but ``datasets`` optional)::
     plasticity: [0.25, 0.5, 0.75]
     seeds: [0, 1]
     base:
-      checkpoint: null             # a model path; may contain {dataset} and {fold}; null = train one per fold
+      checkpoint: null             # a model path (may contain {dataset} and {fold}), 'shipped' (the base model
+                                   # `fewshot adapt` uses), or null = train one per fold
       train: {backbone: compact, epochs: 20, crop_size: 112, seed: 0, ...}   # experiments.train.train_base options
     protocol: {...}                # experiments.protocol.PROTOCOL_DEFAULTS
     adapt: {loop: {epochs: 5}}     # fewshot.adaptation.AdaptConfig sections (unknown keys are errors)
     threads: 1                     # torch threads per cell
+
+A loader may record ``info['digest']`` (the clip loader does: its YAML and video): cells then carry it as
+``data``, and the run's index and cache are named by it, so an edited description gives new cells.
 
 Grid: datasets x folds x subjects x k x strategies x generators x plasticity x seeds, where the
 baseline strategies (``Strategy.baseline``: generic, calibration, finetune_real) take no generator and
@@ -58,6 +63,7 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
+from au_models import base_model_path
 from au_models.align import AlignConfig
 from au_models.cache import build_cache
 from au_models.checkpoint import load_checkpoint
@@ -79,6 +85,8 @@ DATASET_KEYS = {"name", "root", "options", "folds", "subjects"}
 BASE_KEYS = {"checkpoint", "train"}
 TRAIN_DEFAULTS: dict[str, Any] = {"backbone": "compact", "epochs": 20, "crop_size": 112, "seed": 0, "batch_size": 64, "lr": 2e-3}
 BACKENDS = ("local", "ray")
+SHIPPED = "shipped"  # base.checkpoint value: the shipped base model (au_models.base_model_path)
+NO_FOLD = 0  # datasets[].folds value: every subject is a test subject of one given base model
 
 
 @dataclass(frozen=True)
@@ -182,8 +190,8 @@ def parse_config(raw: dict, source: str = "config") -> ExperimentConfig:
             if not d.get(key):
                 raise ConfigError(f"{where}.{key}: required")
         folds = _as_list(d.get("folds", [1, 2, 3]), f"{where}.folds", int)
-        if any(f not in (1, 2, 3) for f in folds):
-            raise ConfigError(f"{where}.folds: {folds}: folds are 1, 2 and 3")
+        if folds != [NO_FOLD] and any(f not in (1, 2, 3) for f in folds):
+            raise ConfigError(f"{where}.folds: {folds}: folds are 1, 2 and 3, or [0] alone (no fold: every subject is a test subject)")
         subjects = d.get("subjects", "test")
         if subjects != "test":
             subjects = [str(s) for s in (subjects if isinstance(subjects, list) else [subjects])]
@@ -259,6 +267,8 @@ def _generator_names() -> list[str]:
 def checkpoint_for(config: ExperimentConfig, dataset: str, fold: int, run_dir: Path) -> Path:
     """The base model of (dataset, fold): the configured one, or ``base/<dataset>_fold<k>.pt`` of the run."""
     ck = config.base.get("checkpoint")
+    if ck == SHIPPED:
+        return base_model_path()
     if ck:
         return Path(str(ck).format(dataset=dataset, fold=fold)).expanduser()
     return run_dir / "base" / f"{dataset}_fold{fold}.pt"
@@ -307,13 +317,16 @@ def _validate(config: ExperimentConfig) -> Plan:
             raise ConfigError(f"{where}: {e}") from None
         frames_by_name[spec.name] = frames
         have = set(frames.subjects())
+        if spec.folds == [NO_FOLD] and not config.base.get("checkpoint"):
+            raise ConfigError(f"{where}.folds: [0] (no fold: every subject is a test subject) needs a given base model; "
+                              f"set base.checkpoint to a model file or '{SHIPPED}'")  # fmt: skip
         if spec.subjects != "test":
             absent = [s for s in spec.subjects if s not in have]
             if absent:
                 raise ConfigError(f"{where}.subjects: {', '.join(absent)} not in the {spec.name} data under {spec.root}")
         placed: set[str] = set()
         for fold in spec.folds:
-            _, test = fold_subjects(frames, fold, int(config.base["train"]["seed"]))
+            test = frames.subjects() if fold == NO_FOLD else fold_subjects(frames, fold, int(config.base["train"]["seed"]))[1]
             if not test:
                 raise ConfigError(f"{where}.folds: fold {fold} has no test subject in the data under {spec.root}")
             test_subjects[(spec.name, fold)] = test
@@ -321,6 +334,9 @@ def _validate(config: ExperimentConfig) -> Plan:
             placed.update(chosen)
             targets += [(spec, fold, s) for s in chosen]
             ck = checkpoint_for(config, spec.name, fold, run_dir)
+            if config.base.get("checkpoint") == SHIPPED and not ck.is_file():
+                raise ConfigError(f"base.checkpoint: {SHIPPED}: the shipped base model {ck} is missing; rebuild it with "
+                                  "`python scripts/make_base_model.py` or name a model file")  # fmt: skip
             if config.base.get("checkpoint") and not ck.is_file():
                 raise ConfigError(f"base.checkpoint: {ck} (dataset {spec.name}, fold {fold}) does not exist")
         if spec.subjects != "test":
@@ -332,16 +348,19 @@ def _validate(config: ExperimentConfig) -> Plan:
         for _, _, s in targets:
             if s in counts and counts[s] < max(config.k) + spare:
                 raise ConfigError(f"k: {max(config.k)} references leave subject {s} of {spec.name} ({counts[s]} frames) nothing to evaluate on")
-    cells = expand(config, targets)
+    digests = {name: f.info["digest"] for name, f in frames_by_name.items() if f.info.get("digest")}
+    cells = expand(config, targets, digests)
     return Plan(config, cells, [cell_id(c) for c in cells], {}, frames_by_name, test_subjects)
 
 
-def expand(config: ExperimentConfig, targets: list[tuple[DatasetSpec, int, str]]) -> list[dict]:
-    """Every cell of the grid (see the module docstring), in a stable order."""
+def expand(config: ExperimentConfig, targets: list[tuple[DatasetSpec, int, str]], digests: dict[str, str] | None = None) -> list[dict]:
+    """Every cell of the grid (see the module docstring), in a stable order. ``digests``: data set
+    name -> its loader's content digest, carried by the cells as ``data`` (absent for the others)."""
     shared = {"cell": config.cell, "protocol": config.protocol, "adapt": config.adapt}
     cells = []
     for spec, fold, subject in targets:
         base = _base_key(config, spec.name, fold)
+        data = {"data": digests[spec.name]} if digests and spec.name in digests else {}
         for k in config.k:
             for strategy in config.strategies:
                 kind = STRATEGIES.get(strategy)
@@ -354,7 +373,7 @@ def expand(config: ExperimentConfig, targets: list[tuple[DatasetSpec, int, str]]
                         for seed in seeds:
                             cells.append({
                                 "dataset": spec.name, "root": str(spec.root), "dataset_options": spec.options, "fold": fold,
-                                "subject": subject, "k": k, "generator": g, "strategy": strategy, "plasticity": p, "seed": seed, "base": base, **shared,
+                                "subject": subject, "k": k, "generator": g, "strategy": strategy, "plasticity": p, "seed": seed, "base": base, **data, **shared,
                             })  # fmt: skip
     ids = [cell_id(c) for c in cells]
     if len(set(ids)) != len(ids):  # pragma: no cover - identical configs can only come from duplicate list entries
@@ -367,7 +386,8 @@ def _base_key(config: ExperimentConfig, dataset: str, fold: int) -> dict:
     file gives new cells), or the training spec of the run's own base models."""
     if config.base.get("checkpoint"):
         ck = checkpoint_for(config, dataset, fold, config.out)
-        return {"checkpoint": str(ck), "sha1": _file_hash(ck)}
+        name = SHIPPED if config.base["checkpoint"] == SHIPPED else str(ck)  # the shipped one: wherever the checkout lies
+        return {"checkpoint": name, "sha1": _file_hash(ck)}
     return {"train": config.base["train"]}
 
 
@@ -389,7 +409,8 @@ def prepare(plan: Plan, run_dir: Path, progress: bool = False) -> None:
     tr = dict(config.base["train"])
     for spec in config.datasets:
         frames = plan.frames[spec.name]
-        index_path = run_dir / "prepared" / f"{spec.name}_index.parquet"
+        digest = f"_{frames.info['digest']}" if frames.info.get("digest") else ""
+        index_path = run_dir / "prepared" / f"{spec.name}{digest}_index.parquet"
         if not index_path.is_file():
             cols = ["subject", "sequence", "frame", "image_path", "video_path", "video_frame"]
             write_table(frames.table[cols].astype({"subject": str, "sequence": str, "image_path": str, "video_path": str}), index_path)
@@ -398,7 +419,7 @@ def prepare(plan: Plan, run_dir: Path, progress: bool = False) -> None:
             if config.base.get("checkpoint"):
                 model, _ = load_checkpoint(ck)
                 align = model.align
-                cache = run_dir / "cache" / f"{spec.name}_{align.crop_size}px_{_file_hash(ck)}.h5"
+                cache = run_dir / "cache" / f"{spec.name}_{align.crop_size}px_{_file_hash(ck)}{digest}.h5"
             else:
                 align = AlignConfig(crop_size=int(tr["crop_size"]))
                 cache = cache_path(frames, run_dir / "cache", align.crop_size)
