@@ -284,9 +284,12 @@ def adapt(
     eval: Optional[Path] = typer.Option(None, "--eval", help="Real labelled frames of this person (a folder/CSV data set) to measure plasticity on."),
     out: Path = typer.Option(Path("adapted"), "--out", "-o", help="Output folder (model.pt, report.json, synthetic.png, curves.png, curves.csv)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier result in --out (otherwise refused)."),
+    keep_anyway: bool = typer.Option(False, "--keep-anyway", help="Write the adapted model even where the keep-or-reject guard "
+                                     "finds it lost on the person's held-out checks or on the base validation data."),
     config=None,
 ) -> None:
-    """Specialise the base AU model to one person: analyse, design a grid, synthesize, adapt, evaluate."""
+    """Specialise the base AU model to one person: analyse, design a grid, synthesize, adapt, evaluate (and keep the
+    adapted model only where it does not lose on held-out checks; see report.json's guard)."""
     from fewshot.adaptation import adapt_person, check_out_dir
 
     if photo and clip:
@@ -304,12 +307,13 @@ def adapt(
         from experiments.datasets import load_dataset
 
         eval_data = load_dataset("folder", eval)
-    res = adapt_person(source, base=base, config=config, out_dir=out, eval_data=eval_data, overwrite=overwrite)
+    res = adapt_person(source, base=base, config=config, out_dir=out, eval_data=eval_data, overwrite=overwrite, keep_anyway=keep_anyway)
     r = res.report
     p, g = r.plasticity, r.rigidity
     person = (f"person held-out macro F1 {p['person_holdout_macro_f1_before']:.3f} -> {p['person_holdout_macro_f1_after']:.3f}; "
               if "person_holdout_macro_f1_before" in p else "")
-    typer.echo(f"{out}/model.pt: {r.strategy['name']} ({r.strategy['parameter'] or 'no parameter'}={r.strategy['value']:.3g}) "
+    written = "" if r.guard.get("kept", True) else " = the BASE model (the guard refused the adapted one: " + ", ".join(r.guard["failed"]) + ")"
+    typer.echo(f"{out}/model.pt{written}: {r.strategy['name']} ({r.strategy['parameter'] or 'no parameter'}={r.strategy['value']:.3g}) "
                f"[{r.synthetic['generator']}]; {person}"
                f"base macro F1 {g.get('base_macro_f1_before', float('nan')):.3f} -> {g.get('base_macro_f1_after', float('nan')):.3f}; "
                f"{sum(s['seconds'] for s in r.stages):.1f} s")

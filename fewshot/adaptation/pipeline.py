@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import resource
@@ -68,6 +69,8 @@ class AdaptReport:
     calibration: dict | None = None
     stages: list[dict] = field(default_factory=list)
     references: dict = field(default_factory=dict)  # frames, expression scores, near_neutral, what was neutralized
+    guard: dict = field(default_factory=dict)  # kept, written, checks (name, before, after, allowed, passed), failed
+    real_frames: dict = field(default_factory=dict)  # before / after: the person's real frames (real_frame_figures)
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
@@ -166,10 +169,13 @@ def adapt_person(
     eval_data: Any = None,
     progress: bool = True,
     overwrite: bool = False,
+    keep_anyway: bool = False,
 ) -> AdaptResult:
     """Adapt the base AU model to the person in ``references`` (photo path, clip, folder, a list of
     uint8 RGB arrays, or :class:`References`). ``eval_data``: an ``experiments.datasets.AUFrames`` of
-    real labelled frames of this person (optional). See the module doc for the stages and outputs."""
+    real labelled frames of this person (optional). See the module doc for the stages and outputs.
+    The adapted model is kept only if :func:`keep_or_reject` passes it; otherwise the base model is
+    what is returned and written, unless ``keep_anyway``."""
     config.validate()
     if out_dir is not None:
         check_out_dir(out_dir, overwrite)
@@ -188,9 +194,18 @@ def adapt_person(
         print(references_line(ref_summary), file=sys.stderr)
     eval_sets, val_source = eval_sets_for(model, meta, person, eval_data)
     before = evaluate(model, eval_sets, list(model.aus))
+    real_before = real_frame_figures(model, person)
+    base_state = copy.deepcopy(model.state_dict())
     outcome = adapt(model, meta, person, config, eval_sets, progress)
     stages.mark("adapt")
     after = evaluate(model, eval_sets, list(model.aus))
+    real_after = real_frame_figures(model, person)
+    guard = keep_or_reject(before, after, real_before, real_after, config.strategy.plasticity, keep_anyway)
+    if not guard["kept"] and not keep_anyway:
+        model.load_state_dict(base_state)  # what the failed checks protect: the base model is written
+        model.eval()
+    if progress and guard["failed"]:
+        print(guard_line(guard), file=sys.stderr)
     stages.mark("evaluate")
 
     report = AdaptReport(
@@ -198,7 +213,7 @@ def adapt_person(
         strategy={"name": strategy.name, "parameter": strategy.parameter, "value": strategy.knob(config.strategy.plasticity)},
         reference_frames=refs.frame_numbers, synthetic=person.summary, plasticity={}, rigidity={"source": val_source},
         before=before, after=after, calibration=outcome.details.get("calibration"), stages=stages.rows,
-        references=ref_summary,
+        references=ref_summary, guard=guard, real_frames={"before": real_before, "after": real_after},
     )
     for name, block in (("person_holdout", report.plasticity), ("person_real", report.plasticity)):
         if name in before:
@@ -208,11 +223,84 @@ def adapt_person(
         report.rigidity.update(base_macro_f1_before=b, base_macro_f1_after=a, drop=b - a)
     adapted_meta = {k: v for k, v in meta.items() if k not in ("replay", "validation", "model", "preprocessing")}
     adapted_meta["adaptation"] = {k: getattr(report, k) for k in ("source", "base_model", "config", "strategy", "reference_frames", "references",
-                                                                   "plasticity", "rigidity", "calibration")}
+                                                                   "plasticity", "rigidity", "calibration", "guard")}
     result = AdaptResult(model, adapted_meta, report, outcome.curves, person=person)
     if out_dir is not None:
         write_outputs(result, out_dir, replay=meta.get("replay"), overwrite=overwrite, stages=stages)
     return result
+
+
+# The keep-or-reject guard's tolerances. Held-out rows of the person (synthetic, or real labelled
+# frames) may not lose macro F1; the base validation data may lose up to BASE_DROP_PER_PLASTICITY x
+# the plasticity asked for (0.03 at the default 0.5); on the person's real frames where the base model
+# was confident, its sensitivity (mean P on confident positives) may drop by REAL_SENSITIVITY_DROP and
+# its false alarms (mean P on confident negatives) rise by REAL_FALSE_ALARM_RISE.
+HOLDOUT_TOLERANCE = 0.01
+BASE_DROP_PER_PLASTICITY = 0.06
+REAL_SENSITIVITY_DROP = 0.02
+REAL_FALSE_ALARM_RISE = 0.05
+
+
+@torch.no_grad()
+def real_frame_figures(model, person: PersonSet) -> dict:
+    """On the person's held-out real frames (a clip's held-out blocks; a photo's jittered copies), the
+    model's mean occurrence probability where the *base* model was confidently positive (sensitivity)
+    and confidently negative (false alarms), pooled over AUs and per AU; {} without real frames."""
+    real = person.real
+    if real is None:
+        return {}
+    data, where = (real.holdout, "clip held-out blocks") if real.holdout is not None and len(real.holdout) else (real.train, f"{real.kind} frames")
+    from .loop import OutputAdapter, occurrence_scores, packed
+
+    n_occ = len(model.aus)
+    p, y = occurrence_scores(OutputAdapter(packed(model)), data, n_occ)
+    pos, neg = y >= 0.5, y < 0.5  # NaN compares False: not confident
+    out = {"frames": where, "n": int(len(p)), "n_positive": int(pos.sum()), "n_negative": int(neg.sum()),
+           "sensitivity": float(p[pos].mean()) if pos.any() else None, "false_alarms": float(p[neg].mean()) if neg.any() else None,
+           "per_au": {}}
+    for j, au in enumerate(model.aus):
+        if pos[:, j].any() or neg[:, j].any():
+            out["per_au"][au] = {"sensitivity": float(p[pos[:, j], j].mean()) if pos[:, j].any() else None,
+                                 "false_alarms": float(p[neg[:, j], j].mean()) if neg[:, j].any() else None,
+                                 "positives": int(pos[:, j].sum()), "negatives": int(neg[:, j].sum())}
+    return out
+
+
+def keep_or_reject(before: dict, after: dict, real_before: dict, real_after: dict, plasticity: float, keep_anyway: bool = False) -> dict:
+    """The keep-or-reject guard: every check (name, before, after, allowed change, passed) of an adapted
+    model against the base one, ``kept`` (all passed, or ``keep_anyway``), ``written`` ('adapted' | 'base
+    model') and the names of the failed checks."""
+    checks = []
+
+    def check(name, b, a, allowed, higher_is_better=True):
+        if b is None or a is None or not (np.isfinite(b) and np.isfinite(a)):
+            return
+        change = (a - b) if higher_is_better else (b - a)
+        checks.append({"name": name, "before": round(float(b), 4), "after": round(float(a), 4),
+                       "allowed_loss": round(float(allowed), 4), "passed": bool(change >= -allowed - 1e-9)})
+
+    for name in ("person_holdout", "person_real"):
+        if name in before:
+            check(f"{name} macro F1", before[name]["macro_f1"], after[name]["macro_f1"], HOLDOUT_TOLERANCE)
+    if "base_validation" in before:
+        check("base validation macro F1", before["base_validation"]["macro_f1"], after["base_validation"]["macro_f1"],
+              BASE_DROP_PER_PLASTICITY * plasticity)
+    if real_before:
+        check(f"real-frame sensitivity ({real_before['frames']})", real_before["sensitivity"], real_after["sensitivity"], REAL_SENSITIVITY_DROP)
+        check(f"real-frame false alarms ({real_before['frames']})", real_before["false_alarms"], real_after["false_alarms"],
+              REAL_FALSE_ALARM_RISE, higher_is_better=False)
+    failed = [c["name"] for c in checks if not c["passed"]]
+    kept = not failed or keep_anyway
+    return {"kept": kept, "written": "adapted" if kept else "base model", "keep_anyway": bool(keep_anyway), "checks": checks, "failed": failed}
+
+
+def guard_line(guard: dict) -> str:
+    """One line on what the guard refused (stderr)."""
+    what = "; ".join(f"{c['name']} {c['before']:.3f} -> {c['after']:.3f} (allowed loss {c['allowed_loss']:.3f})"
+                     for c in guard["checks"] if not c["passed"])
+    if guard["kept"]:
+        return f"guard: kept anyway (--keep-anyway) although {what}"
+    return f"guard: the adapted model lost on {what}; writing the base model instead (pass --keep-anyway to keep the adapted one)"
 
 
 def references_line(summary: dict) -> str:

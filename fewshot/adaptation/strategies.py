@@ -125,30 +125,40 @@ class HeadOnly(Naive):
             p.requires_grad_(False)
 
 
-@STRATEGIES.register("ewc", "Elastic Weight Consolidation (Avalanche); plasticity -> ewc_lambda = 10^(4(1-p))")
+def consolidation_lambda(plasticity: float) -> float:
+    """EWC's and SI's lambda on importances normalised to mean 1 (:mod:`fewshot.adaptation.loop`'s
+    ``normalised_ewc_plugin`` / ``normalised_si_plugin``): 10^(2 - 4p), 100 at plasticity 0, 1 at 0.5,
+    0.01 at 1. With mean-1 importances the penalty is an importance-weighted squared distance from the
+    base weights, so lambda means the same for every model size (Avalanche's raw Fisher and SI path
+    integrals are 1e-6-scale and SI's are clipped at 1e-3: any lambda up to 1e3 left the model as
+    plain fine-tuning did)."""
+    return 10.0 ** (2.0 - 4.0 * plasticity)
+
+
+@STRATEGIES.register("ewc", "Elastic Weight Consolidation (Avalanche, Fisher normalised to mean 1); plasticity -> ewc_lambda = 10^(2-4p)")
 class EWC(Consolidating):
     name, parameter = "ewc", "ewc_lambda"
 
     def knob(self, plasticity: float) -> float:
-        return 10.0 ** (4.0 * (1.0 - plasticity))
+        return consolidation_lambda(plasticity)
 
     def plugins(self, plasticity: float, ctx) -> list:
-        from avalanche.training.plugins import EWCPlugin
+        from .loop import normalised_ewc_plugin
 
-        return [EWCPlugin(ewc_lambda=self.knob(plasticity))]
+        return [normalised_ewc_plugin(self.knob(plasticity))]
 
 
-@STRATEGIES.register("si", "Synaptic Intelligence (Avalanche); plasticity -> si_lambda = 10^(3(1-p))")
+@STRATEGIES.register("si", "Synaptic Intelligence (Avalanche, path importance normalised to mean 1); plasticity -> si_lambda = 10^(2-4p)")
 class SI(Consolidating):
     name, parameter = "si", "si_lambda"
 
     def knob(self, plasticity: float) -> float:
-        return 10.0 ** (3.0 * (1.0 - plasticity))
+        return consolidation_lambda(plasticity)
 
     def plugins(self, plasticity: float, ctx) -> list:
-        from avalanche.training.plugins import SynapticIntelligencePlugin
+        from .loop import normalised_si_plugin
 
-        return [SynapticIntelligencePlugin(si_lambda=self.knob(plasticity))]
+        return [normalised_si_plugin(self.knob(plasticity))]
 
 
 @STRATEGIES.register("lwf", "Learning without Forgetting with sigmoid/BCE distillation; plasticity -> alpha = 4(1-p)")
