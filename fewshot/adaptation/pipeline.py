@@ -44,7 +44,7 @@ from generators.sheet import au_caption, tile_sheet
 from ..errors import CheckpointError, ConfigError
 from ..io import write_image
 from .config import AdaptConfig
-from .loop import seed_everything, set_metrics
+from .loop import OutputAdapter, occurrence_scores, packed, seed_everything, set_metrics
 from .person import PersonSet, References, analyse_references, buffer_set, build_person_set, labelled_frames_set, synthesizable_aus
 from .strategies import STRATEGIES, AdaptRun, Outcome
 
@@ -250,7 +250,6 @@ def real_frame_figures(model, person: PersonSet) -> dict:
     if real is None:
         return {}
     data, where = (real.holdout, "clip held-out blocks") if real.holdout is not None and len(real.holdout) else (real.train, f"{real.kind} frames")
-    from .loop import OutputAdapter, occurrence_scores, packed
 
     n_occ = len(model.aus)
     p, y = occurrence_scores(OutputAdapter(packed(model)), data, n_occ)
